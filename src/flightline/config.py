@@ -64,6 +64,11 @@ class Settings(BaseSettings):
 
     startup_timeout_s: float = 180.0
 
+    shared_data_dir: Path = Field(
+        default=PROJECT_DIR.parent / "shared" / "data",
+        description="example data shipped beside the repository (SciFact)",
+    )
+
     # ---- derived paths -------------------------------------------------------------------------
     @property
     def logs_dir(self) -> Path:
@@ -88,6 +93,23 @@ class Settings(BaseSettings):
     @property
     def secrets_file(self) -> Path:
         return self.home / "secrets.json"
+
+    @property
+    def lake_dir(self) -> Path:
+        """Root of the Delta lake (bronze tables)."""
+        return self.home / "lake"
+
+    @property
+    def dbt_project_dir(self) -> Path:
+        return self.project_dir / "dbt_project"
+
+    @property
+    def feature_repo_dir(self) -> Path:
+        return self.project_dir / "feature_repo"
+
+    @property
+    def great_expectations_dir(self) -> Path:
+        return self.project_dir / "great_expectations"
 
     @property
     def dags_dir(self) -> Path:
