@@ -8,6 +8,7 @@ an environment variable wins over the file.
 
 from __future__ import annotations
 
+import base64
 import json
 import os
 import secrets
@@ -21,7 +22,13 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 PROJECT_DIR = Path(__file__).resolve().parents[2]
 """The repository root (src layout): dags/, plugins/, dbt_project/ ... live here."""
 
-_SECRET_NAMES = ("postgres_password", "airflow_admin_password", "airflow_jwt_secret", "airflow_api_secret_key")
+_SECRET_NAMES = (
+    "postgres_password",
+    "airflow_admin_password",
+    "airflow_jwt_secret",
+    "airflow_api_secret_key",
+    "airflow_fernet_key",
+)
 
 
 class Settings(BaseSettings):
@@ -57,6 +64,7 @@ class Settings(BaseSettings):
     airflow_admin_password: str | None = None
     airflow_jwt_secret: str | None = None
     airflow_api_secret_key: str | None = None
+    airflow_fernet_key: str | None = None
     airflow_parallelism: int = 4
 
     # Ray Serve
@@ -168,7 +176,7 @@ class Settings(BaseSettings):
         changed = False
         for name in _SECRET_NAMES:
             if name not in stored and not getattr(self, name):
-                stored[name] = secrets.token_urlsafe(18)
+                stored[name] = _new_secret(name)
                 changed = True
         if changed:
             self.secrets_file.parent.mkdir(parents=True, exist_ok=True)
@@ -176,6 +184,15 @@ class Settings(BaseSettings):
             with os.fdopen(fd, "w") as handle:
                 json.dump(stored, handle, indent=2)
         return {name: self.secret(name) for name in _SECRET_NAMES}
+
+    def as_env(self) -> dict[str, str]:
+        """The settings as FLIGHTLINE_* variables, so child processes (Airflow tasks, Ray replicas,
+        dbt) resolve exactly the same platform as the process that started them."""
+        env = {}
+        for name, value in self.model_dump().items():
+            if value is not None and name not in _SECRET_NAMES:
+                env[f"FLIGHTLINE_{name.upper()}"] = str(value)
+        return env
 
     # ---- URLs ----------------------------------------------------------------------------------
     def postgres_url(self, database: str, *, driver: str = "postgresql+psycopg") -> str:
@@ -206,6 +223,12 @@ class Settings(BaseSettings):
     @property
     def serve_url(self) -> str:
         return f"http://{self.host}:{self.serve_port}"
+
+
+def _new_secret(name: str) -> str:
+    if name == "airflow_fernet_key":  # Fernet wants 32 url-safe base64-encoded bytes
+        return base64.urlsafe_b64encode(secrets.token_bytes(32)).decode()
+    return secrets.token_urlsafe(18)
 
 
 def _read_secrets(path: Path) -> dict[str, str]:

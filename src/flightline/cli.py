@@ -1,0 +1,74 @@
+"""The `flightline` command: run the local platform and operate its models and data."""
+
+from __future__ import annotations
+
+import json
+import logging
+import sys
+import time
+
+import typer
+
+from flightline.config import get_settings
+from flightline.errors import FlightlineError
+
+app = typer.Typer(help="flightline: an ML platform on DAGs.", no_args_is_help=True, add_completion=False)
+
+
+@app.command()
+def up() -> None:
+    """Start PostgreSQL, MLflow and Airflow (whatever is not running yet) and wait until healthy."""
+    from flightline import stack
+
+    settings = get_settings()
+    began = time.monotonic()
+
+    def progress(name: str, started: bool) -> None:
+        typer.echo(f"  {name:<10} {'started' if started else 'already running'}")
+
+    typer.echo(f"flightline home: {settings.home}")
+    stack.up(settings, on_progress=progress)
+    typer.echo(f"platform healthy in {time.monotonic() - began:.0f} s\n")
+    _print_status_table(stack.status(settings))
+    typer.echo(
+        f"\nAirflow login: {settings.airflow_admin_user} / {settings.secret('airflow_admin_password')}"
+        f"  (stored in {settings.secrets_file})"
+    )
+
+
+@app.command()
+def down() -> None:
+    """Stop everything `up` started; data persists to the next `up`."""
+    from flightline import stack
+
+    for name, stopped in stack.down(get_settings()).items():
+        typer.echo(f"  {name:<10} {'stopped' if stopped else 'was not running'}")
+
+
+@app.command()
+def status(as_json: bool = typer.Option(False, "--json", help="print an object keyed by component")) -> None:
+    """Health of each component; exits 1 when any is unhealthy."""
+    from flightline import stack
+
+    report = stack.status(get_settings())
+    if as_json:
+        typer.echo(json.dumps(report, indent=2))
+    else:
+        _print_status_table(report)
+    raise typer.Exit(0 if all(item["healthy"] for item in report.values()) else 1)
+
+
+def _print_status_table(report: dict[str, dict[str, object]]) -> None:
+    typer.echo(f"{'component':<10} {'healthy':<8} {'url':<40} log")
+    for name, item in report.items():
+        typer.echo(f"{name:<10} {'yes' if item['healthy'] else 'NO':<8} {item['url']!s:<40} {item['log']}")
+
+
+def main() -> None:
+    """Entry point: turn flightline's own errors into one clear line and exit code 1."""
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    try:
+        app()
+    except FlightlineError as error:
+        typer.secho(f"error: {error}", fg=typer.colors.RED, err=True)
+        sys.exit(1)

@@ -1,0 +1,61 @@
+"""Test session setup: one real platform (PostgreSQL, MLflow, Airflow) in a temporary home.
+
+The FLIGHTLINE_* and AIRFLOW__* variables are exported in ``pytest_configure``, before any test
+module imports Airflow, so in-process Airflow (``dag.test()``, DagBag) and the servers the
+``platform`` fixture starts agree on one metadata database. Ports are picked free, so the suite
+never collides with a developer's running platform.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+_PORT_SETTINGS = (
+    "POSTGRES_PORT",
+    "MLFLOW_PORT",
+    "AIRFLOW_PORT",
+    "AIRFLOW_LOG_SERVER_PORT",
+    "AIRFLOW_TRIGGER_LOG_SERVER_PORT",
+    "SERVE_PORT",
+    "RAY_DASHBOARD_PORT",
+)
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    from flightline.airflow_server import airflow_env
+    from flightline.config import get_settings
+
+    home = Path(tempfile.mkdtemp(prefix="flightline-test-"))
+    os.environ["FLIGHTLINE_HOME"] = str(home)
+    for name in _PORT_SETTINGS:
+        os.environ[f"FLIGHTLINE_{name}"] = str(free_port())
+    get_settings.cache_clear()
+    settings = get_settings()
+    settings.ensure_secrets()
+    os.environ.update(airflow_env(settings))
+
+
+@pytest.fixture(scope="session")
+def platform() -> Iterator["Settings"]:  # noqa: F821 - the type is imported lazily
+    """The running platform's settings; started once per session, stopped at its end."""
+    from flightline import stack
+    from flightline.config import get_settings
+
+    settings = get_settings()
+    try:
+        stack.up(settings)
+        yield settings
+    finally:
+        stack.down(settings)
