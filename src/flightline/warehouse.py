@@ -137,7 +137,8 @@ def _replace(conn: psycopg.Connection, table: str, data: pa.Table) -> None:
         conn.execute(f"truncate {qualified}")
     else:
         conn.execute(f"drop table if exists {qualified} cascade")
-        conn.execute(f"create table {qualified} ({', '.join(f'"{n}" {k}' for n, k in columns)})")
+        definition = ", ".join(f'"{name}" {kind}' for name, kind in columns)
+        conn.execute(f"create table {qualified} ({definition})")
     buffer = io.BytesIO()
     csv.write_csv(data, buffer, write_options=csv.WriteOptions(include_header=False, quoting_style="needed"))
     names = ", ".join(f'"{name}"' for name, _ in columns)
