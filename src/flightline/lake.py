@@ -242,5 +242,5 @@ def _scheduled_departure_utc(frame: pd.DataFrame) -> pd.Series:
              "minute": hhmm % 100}
         ),
         errors="coerce",
-    )
+    ).where((hhmm // 100 < 24) & (hhmm % 100 < 60))  # to_datetime would roll 5:75 over to 6:15
     return local.dt.tz_localize(LOCAL_TZ, ambiguous="NaT", nonexistent="NaT").dt.tz_convert("UTC")
