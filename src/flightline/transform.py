@@ -116,11 +116,13 @@ def run_dbt_build(settings: Settings, *, select: str | None = None) -> dict[str,
     return {"success": True, "elapsed_s": round(time.monotonic() - began, 1), "counts": counts, "nodes": len(results)}
 
 
-def build_dbt_task_group(settings: Settings, *, group_id: str = "transform", **kwargs: Any) -> DbtTaskGroup:
+def build_dbt_task_group(
+    settings: Settings, *, group_id: str = "transform", select: list[str] | None = None, **kwargs: Any
+) -> DbtTaskGroup:
     """The cosmos task group for the dbt project: a run task and a test task per model.
 
-    Call inside a DAG context at parse time. Extra keyword arguments go to ``DbtTaskGroup``
-    (e.g. ``default_args``).
+    Call inside a DAG context at parse time. ``select`` takes dbt selectors (default: every model).
+    Extra keyword arguments go to ``DbtTaskGroup`` (e.g. ``default_args``, ``operator_args``).
     """
     os.environ.setdefault("AIRFLOW__COSMOS__ENABLE_TELEMETRY", "False")
     os.environ.setdefault("AIRFLOW__COSMOS__CACHE_DIR", str(settings.home / "cosmos-cache"))
@@ -155,6 +157,7 @@ def build_dbt_task_group(settings: Settings, *, group_id: str = "transform", **k
             load_method=LoadMode.DBT_MANIFEST,
             test_behavior=TestBehavior.AFTER_EACH,
             emit_datasets=False,
+            select=select or [],
         ),
         operator_args=operator_args,
         **kwargs,
