@@ -199,3 +199,25 @@ def log_to_mlflow(
         mlflow.log_params({key: str(value) for key, value in params.items()})
         mlflow.log_metrics(dict(metrics))
         return str(run.info.run_id)
+
+
+def record_ingestion_run(
+    settings: Settings, ingest: Mapping[str, object], evaluation: EvalReport | None = None
+) -> str:
+    """Log one ingestion run: collection, model and version, chunk settings as params; counts,
+    timings and (when evaluated) retrieval metrics as metrics. Returns the MLflow run id."""
+    params = {
+        key: ingest[key]
+        for key in (
+            "collection", "source", "embedding_model", "embedding_version", "embedding_backend",
+            "chunk_size", "chunk_overlap",
+        )
+    }
+    metrics = {key: float(value) for key, value in ingest.items() if isinstance(value, int | float) and key not in params}
+    if evaluation is not None:
+        params["eval_split"] = evaluation.split
+        metrics.update(metrics_for_mlflow(evaluation))
+    return log_to_mlflow(
+        settings, run_name=f"ingest-{ingest['collection']}", params=params, metrics=metrics,
+        tags={"flightline.kind": "rag-ingestion"},
+    )
