@@ -1,0 +1,245 @@
+"""The flight-delay features, defined once for training and serving.
+
+The prediction moment of a flight is two hours before its scheduled departure
+(:func:`prediction_time`). The point-in-time rule: a fact about a flight may feed a feature only if it
+was known strictly before that moment. Each fact has its own "known at" time:
+
+- a flight's outcome (arrived 15+ minutes late or cancelled) is known at its ``outcome_known_at``
+  (scheduled departure + departure delay + air time + 30 minutes; cancelled: scheduled departure);
+- a flight's departure delay is known when it actually departs (scheduled departure + delay);
+- a weather observation is known at its ``observed_at``;
+- schedules (carrier, route, distance, plane) are known in advance.
+
+Windowed features are computed in :mod:`flightline.spark_features` on a time grid: the row stamped
+``feature_at = t`` uses only facts known before ``t``; Feast's point-in-time join then takes the latest
+row at or before the prediction moment. Request-time transforms (clock features of the scheduled
+departure) are pure functions here, called by the Feast on-demand view in training and by serving.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+from flightline.errors import FlightlineError
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+    from flightline.config import Settings
+
+log = logging.getLogger(__name__)
+
+PREDICTION_LEAD = dt.timedelta(hours=2)
+"""How long before scheduled departure a prediction is made (and every feature is frozen)."""
+
+LOCAL_TZ = "America/New_York"
+"""The airports' clock, for the request-time transforms."""
+
+LABEL = "is_delayed"
+"""The target: arrival delay >= 15 minutes or cancelled (column of ``marts.flights``)."""
+
+FEATURE_SERVICE = "flight_delay_v1"
+"""The Feast feature service the model reads; bump the suffix when the feature list changes."""
+
+DAILY_WINDOWS_DAYS = (7, 28)
+"""Windows of the daily rolling delay rates, in days."""
+
+HOURLY_WINDOWS_HOURS = (3, 24)
+"""Windows of the hourly rolling delay rates at the origin, in hours."""
+
+DEPARTURE_WINDOW_HOURS = 2
+"""Window of the origin's recent mean departure delay, in hours."""
+
+DAILY_KEYS = {
+    "carrier": "carrier_code",
+    "origin": "origin_airport_code",
+    "dest": "dest_airport_code",
+    "route": "route_code",
+}
+"""Grouping of the daily rolling rates: feature-name prefix -> entity join key."""
+
+WEATHER_FEATURES = (
+    "temperature_f",
+    "dewpoint_f",
+    "humidity_pct",
+    "wind_speed_mph",
+    "wind_gust_mph",
+    "precipitation_in",
+    "pressure_mb",
+    "visibility_miles",
+)
+"""Columns of ``marts.weather_observations`` served as features (latest observation at the origin)."""
+
+REQUEST_FEATURES = (
+    "departure_hour_local",
+    "departure_minute_of_day_local",
+    "departure_day_of_week",
+    "departure_month",
+    "departure_day_of_year",
+    "is_weekend",
+)
+"""Outputs of :func:`request_features`, the on-demand transforms of the scheduled departure."""
+
+
+def daily_feature_names(prefix: str) -> list[str]:
+    """Names of one key's daily rolling features, e.g. ``carrier_delay_rate_7d``, ``carrier_flights_7d``."""
+    names = []
+    for days in DAILY_WINDOWS_DAYS:
+        names += [f"{prefix}_delay_rate_{days}d", f"{prefix}_flights_{days}d"]
+    return names
+
+
+def origin_hourly_feature_names() -> list[str]:
+    """Names of the origin's hourly features (recent congestion at the airport)."""
+    names = []
+    for hours in HOURLY_WINDOWS_HOURS:
+        names += [f"origin_delay_rate_{hours}h", f"origin_flights_{hours}h"]
+    return names + [f"origin_mean_dep_delay_{DEPARTURE_WINDOW_HOURS}h", f"origin_departures_{DEPARTURE_WINDOW_HOURS}h"]
+
+
+PLANE_FEATURES = ("plane_year_built", "plane_seats")
+PLANE_RECENT_FEATURES = ("plane_last_dep_delay_minutes", "plane_last_arrival_delay_minutes")
+ROUTE_FEATURES = ("distance_miles",)
+
+FEATURE_VIEWS: dict[str, list[str]] = {
+    **{f"{prefix}_daily": daily_feature_names(prefix) for prefix in DAILY_KEYS},
+    "origin_hourly": origin_hourly_feature_names(),
+    "origin_weather": list(WEATHER_FEATURES),
+    "plane_attributes": list(PLANE_FEATURES),
+    "plane_recent": list(PLANE_RECENT_FEATURES),
+    "route_attributes": list(ROUTE_FEATURES),
+    "departure_clock": list(REQUEST_FEATURES),
+}
+"""Feast feature view -> its features, in the order the model reads them."""
+
+FEATURE_NAMES: list[str] = [name for names in FEATURE_VIEWS.values() for name in names]
+"""The model's input columns, in order."""
+
+ENTITY_COLUMNS = (
+    "carrier_code",
+    "origin_airport_code",
+    "dest_airport_code",
+    "route_code",
+    "tail_number",
+)
+"""Join keys of the Feast entities a flight row carries."""
+
+
+def prediction_time(scheduled_departure_at: dt.datetime) -> dt.datetime:
+    """The point-in-time rule's moment: nothing known at or after it may feed the flight's features."""
+    if scheduled_departure_at.tzinfo is None:
+        raise FlightlineError(
+            f"scheduled departure {scheduled_departure_at.isoformat()} has no time zone; pass an aware datetime (UTC)"
+        )
+    return scheduled_departure_at - PREDICTION_LEAD
+
+
+def route_code(origin_airport_code: str, dest_airport_code: str) -> str:
+    """The route key, e.g. ``JFK-LAX`` (same spelling as ``marts.flights.route_code``)."""
+    return f"{origin_airport_code}-{dest_airport_code}"
+
+
+def request_features(scheduled_departure_at: pd.Series) -> pd.DataFrame:
+    """Clock features of the scheduled departure (local New York time), for training and serving.
+
+    Args:
+        scheduled_departure_at: UTC timestamps (tz-aware or naive UTC).
+
+    Returns:
+        One row per input with the columns of :data:`REQUEST_FEATURES` (float64, so missing stays NaN).
+    """
+    import pandas as pd
+
+    utc = pd.to_datetime(scheduled_departure_at, utc=True)
+    local = utc.dt.tz_convert(LOCAL_TZ)
+    frame = pd.DataFrame(
+        {
+            "departure_hour_local": local.dt.hour,
+            "departure_minute_of_day_local": local.dt.hour * 60 + local.dt.minute,
+            "departure_day_of_week": local.dt.dayofweek,
+            "departure_month": local.dt.month,
+            "departure_day_of_year": local.dt.dayofyear,
+            "is_weekend": (local.dt.dayofweek >= 5).astype("float64"),
+        },
+        index=scheduled_departure_at.index,
+    )
+    return frame.astype("float64")
+
+
+@dataclass(frozen=True)
+class FlightRequest:
+    """A flight to score, as a caller knows it before departure."""
+
+    carrier_code: str
+    flight_number: int
+    origin_airport_code: str
+    dest_airport_code: str
+    scheduled_departure_at: dt.datetime
+    tail_number: str | None = None
+
+    def entity_row(self) -> dict[str, object]:
+        """The Feast entity keys and request data of this flight."""
+        return {
+            "carrier_code": self.carrier_code,
+            "origin_airport_code": self.origin_airport_code,
+            "dest_airport_code": self.dest_airport_code,
+            "route_code": route_code(self.origin_airport_code, self.dest_airport_code),
+            "tail_number": self.tail_number or "",
+            "scheduled_departure_at": self.scheduled_departure_at,
+        }
+
+
+@dataclass
+class FeatureRow:
+    """A model input row and where each value came from.
+
+    ``fetched``: read from the online store; ``missing``: the store had no value (left NaN, which the
+    model handles as it did in training, where such rows are kept with nulls); ``computed``: request-time
+    transforms.
+    """
+
+    values: dict[str, float]
+    fetched: list[str] = field(default_factory=list)
+    missing: list[str] = field(default_factory=list)
+    computed: list[str] = field(default_factory=list)
+
+    def to_frame(self) -> pd.DataFrame:
+        """One-row frame with the model's columns in order."""
+        import pandas as pd
+
+        return pd.DataFrame([[self.values[name] for name in FEATURE_NAMES]], columns=FEATURE_NAMES, dtype="float64")
+
+
+def build_feature_row(settings: Settings, request: FlightRequest) -> FeatureRow:
+    """Build the model input for one flight from Feast online features and request-time transforms.
+
+    Serving calls this; training reads the same feature service offline. Values the online store lacks
+    stay NaN (never a made-up default), exactly as in the training set.
+    """
+    import math
+
+    import pandas as pd
+
+    from flightline import feature_store
+
+    if request.scheduled_departure_at.tzinfo is None:
+        raise FlightlineError("scheduled_departure_at must be timezone-aware (UTC)")
+    online = feature_store.online_features(settings, [request.entity_row()])
+    clock = request_features(pd.Series([request.scheduled_departure_at])).iloc[0].to_dict()
+    row = FeatureRow(values={})
+    for name in FEATURE_NAMES:
+        if name in clock:
+            row.values[name] = float(clock[name])
+            row.computed.append(name)
+            continue
+        value = online.get(name, [None])[0]
+        if value is None or (isinstance(value, float) and math.isnan(value)):
+            row.values[name] = float("nan")
+            row.missing.append(name)
+        else:
+            row.values[name] = float(value)
+            row.fetched.append(name)
+    return row
