@@ -1,0 +1,72 @@
+"""RetrievalService: the embedding model and a Postgres pool behind one Ray Serve deployment.
+
+The router (and ``rag_app.py``'s minimal ingress) call it through a DeploymentHandle:
+``await handle.search.remote(payload)`` and ``await handle.embeddings.remote(payload)``, with JSON
+payloads. Logic lives in ``flightline.retrieval`` and ``flightline.embeddings``; this class only holds
+the loaded model and connections so that each request skips the ~1 s model load and the connect.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pydantic import BaseModel, Field
+from ray import serve
+from ray.serve import Application
+
+
+class RetrievalServiceArgs(BaseModel):
+    """Builder arguments (serve config ``args``)."""
+
+    pool_size: int = Field(default=2, ge=1, le=32, description="Postgres connections per replica")
+    num_cpus: float = Field(default=0.5, gt=0, description="Ray CPUs per replica (fractional on 2 cores)")
+    max_ongoing_requests: int = Field(default=8, ge=1)
+    env: dict[str, str] = Field(default_factory=dict, description="FLIGHTLINE_* for the replica processes")
+
+
+@serve.deployment(ray_actor_options={"num_cpus": 0.5}, max_ongoing_requests=8)
+class RetrievalService:
+    def __init__(self, pool_size: int = 2) -> None:
+        from psycopg_pool import ConnectionPool
+
+        from flightline.config import get_settings
+        from flightline.embeddings import get_embedder
+
+        self._settings = get_settings()
+        self._embedder = get_embedder(self._settings)
+        self._pool = ConnectionPool(
+            self._settings.postgres_dsn(self._settings.warehouse_db), min_size=1, max_size=pool_size, open=True
+        )
+
+    def search(self, payload: dict[str, Any]) -> dict[str, Any]:
+        """``POST /v1/rag/search``; raises NotFoundError for an unknown collection."""
+        from flightline import retrieval
+        from flightline.schemas_rag import SearchRequest
+
+        request = SearchRequest.model_validate(payload)
+        with self._pool.connection() as conn:
+            response = retrieval.search(request, settings=self._settings, embedder=self._embedder, conn=conn)
+        return response.model_dump()
+
+    def embeddings(self, payload: dict[str, Any]) -> dict[str, Any]:
+        """``POST /v1/embeddings`` (OpenAI shape); raises NotFoundError for an unknown model."""
+        from flightline.embeddings import embed_openai
+        from flightline.schemas_rag import EmbeddingRequest
+
+        return embed_openai(EmbeddingRequest.model_validate(payload), embedder=self._embedder).model_dump()
+
+    def __del__(self) -> None:
+        pool = getattr(self, "_pool", None)
+        if pool is not None:
+            pool.close()
+
+
+def build_retrieval_service(args: dict[str, Any]) -> Application:
+    """The RetrievalService application, for the router to bind or ``serve run`` to start."""
+    parsed = RetrievalServiceArgs.model_validate(args)
+    options: dict[str, Any] = {"num_cpus": parsed.num_cpus}
+    if parsed.env:
+        options["runtime_env"] = {"env_vars": parsed.env}
+    return RetrievalService.options(
+        ray_actor_options=options, max_ongoing_requests=parsed.max_ongoing_requests
+    ).bind(pool_size=parsed.pool_size)
