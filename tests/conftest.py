@@ -47,6 +47,14 @@ def pytest_configure(config: pytest.Config) -> None:
     os.environ.update(airflow_env(settings))
 
 
+def pytest_unconfigure(config: pytest.Config) -> None:
+    """Remove the session's home (set FLIGHTLINE_KEEP_TEST_HOME=1 to keep its logs for a post-mortem)."""
+    import shutil
+
+    if not os.environ.get("FLIGHTLINE_KEEP_TEST_HOME"):
+        shutil.rmtree(os.environ["FLIGHTLINE_HOME"], ignore_errors=True)
+
+
 @pytest.fixture(scope="session")
 def platform() -> Iterator["Settings"]:  # noqa: F821 - the type is imported lazily
     """The running platform's settings; started once per session, stopped at its end."""

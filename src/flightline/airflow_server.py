@@ -33,6 +33,16 @@ PROCESSES: dict[str, list[str]] = {
 _LOG_SERVER = "airflow-log-server"
 
 
+def commands(settings: Settings) -> dict[str, list[str]]:
+    """Command line of each long-running Airflow process (also what a container runs)."""
+    argvs = {name: [*_AIRFLOW, *args] for name, args in PROCESSES.items()}
+    argvs[_LOG_SERVER] = [
+        sys.executable, "-m", "uvicorn", "--factory", "airflow.utils.serve_logs.log_server:get_app",
+        "--host", settings.host, "--port", str(settings.airflow_log_server_port), "--no-access-log",
+    ]
+    return argvs
+
+
 def airflow_env(settings: Settings) -> dict[str, str]:
     """Environment for every Airflow process and for in-process Airflow use (tests, dag.test())."""
     home = settings.airflow_home
@@ -100,9 +110,11 @@ def _log_server_up(settings: Settings) -> bool:
     return read_pid(settings.run_dir / f"{_LOG_SERVER}.pid") is not None
 
 
-def _migrate(settings: Settings, env: dict[str, str]) -> None:
+def migrate(settings: Settings, env: dict[str, str]) -> None:
+    """Create or upgrade Airflow's metadata schema (idempotent)."""
     import subprocess
 
+    settings.logs_dir.mkdir(parents=True, exist_ok=True)
     log = log_path(settings, "airflow-db-migrate")
     with open(log, "a") as handle:
         result = subprocess.run([*_AIRFLOW, "db", "migrate"], env=env, stdout=handle, stderr=subprocess.STDOUT)
@@ -110,33 +122,31 @@ def _migrate(settings: Settings, env: dict[str, str]) -> None:
         raise ServiceError(COMPONENT, f"`airflow db migrate` exited with {result.returncode}", log=log)
 
 
-def start(settings: Settings) -> bool:
-    """Migrate the metadata database and start every Airflow process that is not running."""
-    pids = {name: read_pid(settings.run_dir / f"{name}.pid") for name in [*PROCESSES, _LOG_SERVER]}
-    if all(pids.values()) and is_healthy(settings):
-        return False
+def write_passwords_file(settings: Settings) -> None:
+    """The simple auth manager's user file, from the generated admin password."""
     settings.airflow_home.mkdir(parents=True, exist_ok=True)
     passwords_file(settings).write_text(
         json.dumps({settings.airflow_admin_user: settings.secret("airflow_admin_password")})
     )
     os.chmod(passwords_file(settings), 0o600)
+
+
+def start(settings: Settings) -> bool:
+    """Migrate the metadata database and start every Airflow process that is not running."""
+    pids = {name: read_pid(settings.run_dir / f"{name}.pid") for name in [*PROCESSES, _LOG_SERVER]}
+    if all(pids.values()) and is_healthy(settings):
+        return False
+    write_passwords_file(settings)
     env = {**os.environ, **airflow_env(settings)}
     if pids["airflow-api-server"] is None:
         ensure_port_free(COMPONENT, settings.host, settings.airflow_port, log=log_path(settings))
     if pids[_LOG_SERVER] is None:
         ensure_port_free(COMPONENT, settings.host, settings.airflow_log_server_port,
                          log=log_path(settings, _LOG_SERVER))
-    _migrate(settings, env)
-    for name, args in PROCESSES.items():
+    migrate(settings, env)
+    for name, argv in commands(settings).items():
         if pids[name] is None:
-            spawn(name, [*_AIRFLOW, *args], run_dir=settings.run_dir, log_dir=settings.logs_dir, env=env)
-    if pids[_LOG_SERVER] is None:
-        spawn(
-            _LOG_SERVER,
-            [sys.executable, "-m", "uvicorn", "--factory", "airflow.utils.serve_logs.log_server:get_app",
-             "--host", settings.host, "--port", str(settings.airflow_log_server_port), "--no-access-log"],
-            run_dir=settings.run_dir, log_dir=settings.logs_dir, env=env,
-        )
+            spawn(name, argv, run_dir=settings.run_dir, log_dir=settings.logs_dir, env=env)
     def started() -> bool:
         for name in [*PROCESSES, _LOG_SERVER]:
             if read_pid(settings.run_dir / f"{name}.pid") is None:

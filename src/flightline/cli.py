@@ -61,6 +61,38 @@ def status(as_json: bool = typer.Option(False, "--json", help="print an object k
     raise typer.Exit(0 if all(item["healthy"] for item in report.values()) else 1)
 
 
+@app.command("exec")
+def exec_component(
+    component: str = typer.Argument(..., help="init, mlflow, or an Airflow process such as airflow-scheduler"),
+) -> None:
+    """Run one component in the foreground with the environment flightline derives from its settings.
+
+    This is what each docker-compose service runs, so containers and `flightline up` share one
+    configuration. `init` creates the databases and migrates Airflow's schema, then exits.
+    """
+    import os
+
+    from flightline import airflow_server, database, mlflow_server
+
+    settings = get_settings()
+    settings.ensure_secrets()
+    airflow_env = {**os.environ, **airflow_server.airflow_env(settings)}
+    if component == "init":
+        database.ensure_databases(settings)
+        airflow_server.migrate(settings, airflow_env)
+        return
+    if component == "mlflow":
+        argv, extra = mlflow_server.command(settings)
+        os.execve(argv[0], argv, {**os.environ, **extra})
+    airflow_commands = airflow_server.commands(settings)
+    if component not in airflow_commands:
+        known = ", ".join(["init", "mlflow", *airflow_commands])
+        raise typer.BadParameter(f"unknown component {component!r}; choose one of: {known}")
+    airflow_server.write_passwords_file(settings)
+    argv = airflow_commands[component]
+    os.execve(argv[0], argv, airflow_env)
+
+
 def _print_status_table(report: dict[str, dict[str, object]]) -> None:
     typer.echo(f"{'component':<10} {'healthy':<8} {'url':<40} log")
     for name, item in report.items():

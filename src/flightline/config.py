@@ -55,9 +55,11 @@ class Settings(BaseSettings):
     mlflow_port: int = 5000
     mlflow_tracking_uri: str | None = None
     mlflow_artifact_root: Path | None = None
+    mlflow_allowed_hosts: str | None = Field(default=None, description="Host headers MLflow accepts beyond localhost")
 
     # Airflow
     airflow_port: int = 8080
+    airflow_base_url: str | None = Field(default=None, description="how other hosts reach the api-server")
     airflow_log_server_port: int = 8793
     airflow_trigger_log_server_port: int = 8794
     airflow_admin_user: str = "admin"
@@ -228,7 +230,7 @@ class Settings(BaseSettings):
 
     @property
     def airflow_url(self) -> str:
-        return f"http://{self.host}:{self.airflow_port}"
+        return self.airflow_base_url or f"http://{self.host}:{self.airflow_port}"
 
     @property
     def serve_url(self) -> str:

@@ -58,14 +58,14 @@ def _prepare_os_user(settings: Settings) -> None:
     except KeyError:
         subprocess.run(["useradd", "--system", "--no-create-home", _OS_USER], check=True, capture_output=True)
     # the server must traverse to its binaries and own its data directory
-    for path in (_bin_dir().parent, settings.pgdata_dir):
-        for parent in [path, *path.parents]:
-            mode = parent.stat().st_mode
-            if mode & 0o005 != 0o005:
-                parent.chmod(mode | 0o005)
+    for parent in [*_bin_dir().parents, *settings.pgdata_dir.parents]:
+        mode = parent.stat().st_mode
+        if mode & 0o005 != 0o005:
+            parent.chmod(mode | 0o005)
     subprocess.run(["chmod", "-R", "o+rX", str(_bin_dir().parent)], check=True)
     entry = pwd.getpwnam(_OS_USER)
     shutil.chown(settings.pgdata_dir, entry.pw_uid, entry.pw_gid)
+    settings.pgdata_dir.chmod(0o700)  # postgres refuses a data directory others can read
 
 
 def log_path(settings: Settings) -> Path:

@@ -32,13 +32,8 @@ def is_healthy(settings: Settings) -> bool:
         return False
 
 
-def start(settings: Settings) -> bool:
-    """Start the server unless it already runs; return True when it was started."""
-    if read_pid(_pid_file(settings)) is not None and is_healthy(settings):
-        return False
-    log = log_path(settings)
-    ensure_port_free(COMPONENT, settings.host, settings.mlflow_port, log=log)
-    settings.artifact_root.mkdir(parents=True, exist_ok=True)
+def command(settings: Settings) -> tuple[list[str], dict[str, str]]:
+    """The server's command line and extra environment (also what a container runs)."""
     argv = [
         sys.executable, "-m", "mlflow", "server",
         "--backend-store-uri", settings.postgres_url(settings.mlflow_db),
@@ -48,8 +43,21 @@ def start(settings: Settings) -> bool:
         "--port", str(settings.mlflow_port),
         "--workers", "1",
     ]
-    env = {**os.environ, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"}
-    spawn(COMPONENT, argv, run_dir=settings.run_dir, log_dir=settings.logs_dir, env=env)
+    if settings.mlflow_allowed_hosts:
+        argv += ["--allowed-hosts", settings.mlflow_allowed_hosts]
+    # the job-execution worker doubles the server's memory and we schedule jobs with Airflow
+    return argv, {"MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"}
+
+
+def start(settings: Settings) -> bool:
+    """Start the server unless it already runs; return True when it was started."""
+    if read_pid(_pid_file(settings)) is not None and is_healthy(settings):
+        return False
+    log = log_path(settings)
+    ensure_port_free(COMPONENT, settings.host, settings.mlflow_port, log=log)
+    settings.artifact_root.mkdir(parents=True, exist_ok=True)
+    argv, env = command(settings)
+    spawn(COMPONENT, argv, run_dir=settings.run_dir, log_dir=settings.logs_dir, env={**os.environ, **env})
     wait_until(COMPONENT, lambda: is_healthy(settings), timeout=settings.startup_timeout_s,
                pid_file=_pid_file(settings), log=log)
     return True

@@ -1,0 +1,5 @@
+"""`python -m flightline` runs the command-line tool."""
+
+from flightline.cli import main
+
+main()

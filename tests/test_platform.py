@@ -1,0 +1,170 @@
+"""The foundation end to end: real PostgreSQL, MLflow and Airflow processes, no mocks."""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import subprocess
+import sys
+import time
+import uuid
+
+import httpx
+import pytest
+
+from flightline import database
+from flightline.airflow_server import api_token
+
+pytestmark = pytest.mark.integration
+
+
+def flightline_cli(*args: str, env: dict[str, str] | None = None, timeout: float = 300) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "flightline", *args],
+        capture_output=True, text=True, timeout=timeout, env=env or os.environ.copy(),
+    )
+
+
+def test_status_json_lists_every_component_healthy(platform) -> None:
+    result = flightline_cli("status", "--json")
+    assert result.returncode == 0, result.stderr
+    report = json.loads(result.stdout)
+    assert {"postgres", "mlflow", "airflow"} <= set(report)
+    for name, item in report.items():
+        assert item["healthy"] is True, name
+        assert item["url"] and item["log"].endswith(".log")
+    assert report["airflow"]["url"] == platform.airflow_url
+
+
+def test_second_up_is_a_noop(platform) -> None:
+    pids = {p.name: p.read_text() for p in platform.run_dir.glob("*.pid")}
+    result = flightline_cli("up")
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.count("already running") == 3
+    assert {p.name: p.read_text() for p in platform.run_dir.glob("*.pid")} == pids
+
+
+def test_every_listener_binds_loopback_only(platform) -> None:
+    ports = [platform.postgres_port, platform.mlflow_port, platform.airflow_port, platform.airflow_log_server_port]
+    listening = subprocess.run(["ss", "-ltnH"], capture_output=True, text=True, check=True).stdout
+    for port in ports:
+        local_addresses = [line.split()[3] for line in listening.splitlines() if line.split()[3].endswith(f":{port}")]
+        assert local_addresses == [f"127.0.0.1:{port}"], (port, local_addresses)
+
+
+def test_vector_extension_and_hnsw_index(platform) -> None:
+    with database.connect(platform, platform.warehouse_db) as conn:
+        conn.execute("create temporary table items (id int primary key, embedding vector(3))")
+        conn.execute(
+            "insert into items select i, array[cos(i), sin(i), i % 7]::vector from generate_series(1, 500) i"
+        )
+        conn.execute("create index on items using hnsw (embedding vector_cosine_ops)")
+        conn.execute("set enable_seqscan = off")
+        plan = "\n".join(row[0] for row in conn.execute(
+            "explain select id from items order by embedding <=> '[1,0,1]' limit 5"
+        ))
+        nearest = conn.execute("select id from items order by embedding <=> %s::vector limit 1",
+                               ("[0.5403,0.8415,1]",)).fetchone()
+    assert "items_embedding_idx" in plan
+    assert nearest == (1,)
+
+
+def test_airflow_rest_api_requires_a_token(platform) -> None:
+    url = f"{platform.airflow_url}/api/v2/dags"
+    assert httpx.get(url, timeout=10).status_code == 401
+    assert httpx.get(url, headers={"Authorization": "Bearer not-a-token"}, timeout=10).status_code in (401, 403)
+    response = httpx.get(url, headers={"Authorization": f"Bearer {api_token(platform)}"}, timeout=10)
+    assert response.status_code == 200
+    assert "dags" in response.json()
+
+
+def test_wrong_password_gets_no_token(platform) -> None:
+    response = httpx.post(f"{platform.airflow_url}/auth/token",
+                          json={"username": platform.airflow_admin_user, "password": "wrong"}, timeout=10)
+    assert response.status_code in (401, 403)
+
+
+def test_triggered_dag_runs_to_success_under_the_scheduler(platform) -> None:
+    headers = {"Authorization": f"Bearer {api_token(platform)}"}
+    base = f"{platform.airflow_url}/api/v2/dags/platform_smoke"
+    deadline = time.monotonic() + 120
+    while httpx.get(base, headers=headers, timeout=10).status_code != 200:
+        assert time.monotonic() < deadline, "dag-processor never parsed dags/platform_smoke.py"
+        time.sleep(2)
+    assert httpx.patch(base, headers=headers, json={"is_paused": False}, timeout=10).status_code == 200
+    run = httpx.post(f"{base}/dagRuns", headers=headers, json={"logical_date": None}, timeout=10)
+    assert run.status_code == 200, run.text
+    run_id = run.json()["dag_run_id"]
+    state = "queued"
+    while state not in ("success", "failed") and time.monotonic() < deadline + 120:
+        time.sleep(2)
+        state = httpx.get(f"{base}/dagRuns/{run_id}", headers=headers, timeout=10).json()["state"]
+    assert state == "success"
+
+
+def _register_model(platform, name: str) -> str:
+    import mlflow
+    import numpy as np
+    from mlflow import MlflowClient
+    from sklearn.linear_model import LogisticRegression
+
+    mlflow.set_tracking_uri(platform.mlflow_url)
+    model = LogisticRegression().fit(np.array([[0.0], [1.0], [2.0], [3.0]]), np.array([0, 0, 1, 1]))
+    with mlflow.start_run():
+        info = mlflow.sklearn.log_model(
+            model, name="model", registered_model_name=name,
+            pip_requirements=["scikit-learn"], input_example=np.array([[1.5]]),
+        )
+    client = MlflowClient(platform.mlflow_url)
+    client.set_registered_model_alias(name, "champion", info.registered_model_version)
+    return str(info.registered_model_version)
+
+
+def test_mlflow_registers_a_version_under_an_alias(platform) -> None:
+    import mlflow
+    import numpy as np
+    from mlflow import MlflowClient
+
+    name = f"smoke-{uuid.uuid4().hex[:8]}"
+    version = _register_model(platform, name)
+    client = MlflowClient(platform.mlflow_url)
+    assert client.get_model_version_by_alias(name, "champion").version == version
+    loaded = mlflow.pyfunc.load_model(f"models:/{name}@champion")
+    assert list(loaded.predict(np.array([[3.0]]))) == [1]
+
+
+def test_busy_port_names_the_component_and_its_log(tmp_path) -> None:
+    with socket.socket() as squatter:
+        squatter.bind(("127.0.0.1", 0))
+        squatter.listen()
+        port = squatter.getsockname()[1]
+        env = {**os.environ, "FLIGHTLINE_HOME": str(tmp_path / "home"), "FLIGHTLINE_POSTGRES_PORT": str(port)}
+        result = flightline_cli("up", env=env, timeout=120)
+    assert result.returncode == 1
+    assert "postgres" in result.stderr and str(port) in result.stderr
+    assert str(tmp_path / "home" / "logs" / "postgres.log") in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_down_then_up_keeps_data(platform) -> None:
+    """Runs last in this module: it restarts the shared platform and leaves it up."""
+    name = f"persist-{uuid.uuid4().hex[:8]}"
+    version = _register_model(platform, name)
+    with database.connect(platform, platform.warehouse_db) as conn:
+        conn.execute("create table if not exists restart_probe (token text)")
+        conn.execute("insert into restart_probe values (%s)", (name,))
+
+    down = flightline_cli("down")
+    assert down.returncode == 0, down.stderr
+    status = flightline_cli("status", "--json")
+    assert status.returncode == 1
+    assert not any(item["healthy"] for item in json.loads(status.stdout).values())
+
+    up = flightline_cli("up")
+    assert up.returncode == 0, up.stderr
+    from mlflow import MlflowClient
+
+    assert MlflowClient(platform.mlflow_url).get_model_version_by_alias(name, "champion").version == version
+    with database.connect(platform, platform.warehouse_db) as conn:
+        assert conn.execute("select count(*) from restart_probe where token = %s", (name,)).fetchone() == (1,)
