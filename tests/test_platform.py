@@ -7,13 +7,13 @@ import os
 import socket
 import subprocess
 import sys
-import time
 import uuid
 
 import httpx
 import pytest
 
 from flightline import database
+from flightline.airflow_client import AirflowClient
 from flightline.airflow_server import api_token
 
 pytestmark = pytest.mark.integration
@@ -86,21 +86,10 @@ def test_wrong_password_gets_no_token(platform) -> None:
 
 
 def test_triggered_dag_runs_to_success_under_the_scheduler(platform) -> None:
-    headers = {"Authorization": f"Bearer {api_token(platform)}"}
-    base = f"{platform.airflow_url}/api/v2/dags/platform_smoke"
-    deadline = time.monotonic() + 120
-    while httpx.get(base, headers=headers, timeout=10).status_code != 200:
-        assert time.monotonic() < deadline, "dag-processor never parsed dags/platform_smoke.py"
-        time.sleep(2)
-    assert httpx.patch(base, headers=headers, json={"is_paused": False}, timeout=10).status_code == 200
-    run = httpx.post(f"{base}/dagRuns", headers=headers, json={"logical_date": None}, timeout=10)
-    assert run.status_code == 200, run.text
-    run_id = run.json()["dag_run_id"]
-    state = "queued"
-    while state not in ("success", "failed") and time.monotonic() < deadline + 120:
-        time.sleep(2)
-        state = httpx.get(f"{base}/dagRuns/{run_id}", headers=headers, timeout=10).json()["state"]
-    assert state == "success"
+    client = AirflowClient(platform)
+    run_id = client.trigger("platform_smoke")
+    assert client.wait("platform_smoke", run_id, timeout=240) == "success"
+    assert client.task_states("platform_smoke", run_id) == {"check_stores": "success"}
 
 
 def _register_model(platform, name: str) -> str:

@@ -40,6 +40,23 @@ def up() -> None:
 
 
 @app.command()
+def demo() -> None:
+    """Bring the platform up and run the example pipelines on it (the README's main command)."""
+    from flightline import demo as demo_steps
+    from flightline import stack
+
+    settings = get_settings()
+    demo_steps.run(settings, typer.echo)
+    typer.echo("")
+    _print_status_table(stack.status(settings))
+    typer.echo(
+        f"\nAirflow UI {settings.airflow_url}  login {settings.airflow_admin_user} / "
+        f"{settings.secret('airflow_admin_password')}\nMLflow UI  {settings.mlflow_url}\n"
+        "Stop everything with `flightline down`; data stays for the next `up`."
+    )
+
+
+@app.command()
 def down() -> None:
     """Stop everything `up` started; data persists to the next `up`."""
     from flightline import stack

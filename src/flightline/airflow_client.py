@@ -1,0 +1,76 @@
+"""A small client for Airflow's REST API: trigger a DAG and wait for its run, as users and the demo do."""
+
+from __future__ import annotations
+
+import time
+from typing import TYPE_CHECKING, Any
+
+import httpx
+
+from flightline.airflow_server import api_token
+from flightline.errors import NotFoundError, ServiceError
+
+if TYPE_CHECKING:
+    from flightline.config import Settings
+
+TERMINAL_STATES = ("success", "failed")
+
+
+class AirflowClient:
+    """Authenticated calls to ``/api/v2`` of the platform's api-server."""
+
+    def __init__(self, settings: Settings) -> None:
+        self._base = f"{settings.airflow_url}/api/v2"
+        self._http = httpx.Client(headers={"Authorization": f"Bearer {api_token(settings)}"}, timeout=30)
+
+    def _request(self, method: str, path: str, **kwargs: Any) -> dict[str, Any]:
+        response = self._http.request(method, f"{self._base}{path}", **kwargs)
+        if response.status_code == 404:
+            raise NotFoundError(f"Airflow has no {path!r} (HTTP 404): {response.text[:300]}")
+        if response.status_code >= 400:
+            raise ServiceError("airflow", f"{method} {path} -> HTTP {response.status_code}: {response.text[:300]}")
+        return dict(response.json())
+
+    def wait_for_dag(self, dag_id: str, *, timeout: float = 180) -> None:
+        """Wait until the dag-processor has parsed dag_id (new files take one refresh interval)."""
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                self._request("GET", f"/dags/{dag_id}")
+                return
+            except NotFoundError:
+                if time.monotonic() > deadline:
+                    raise NotFoundError(
+                        f"DAG {dag_id!r} was not parsed within {timeout:.0f} s; check the dag-processor log "
+                        "and `airflow dags list-import-errors`"
+                    ) from None
+                time.sleep(2)
+
+    def trigger(self, dag_id: str, *, conf: dict[str, Any] | None = None, unpause: bool = True) -> str:
+        """Start a manual run of dag_id with conf (its params); return the run id."""
+        self.wait_for_dag(dag_id)
+        if unpause:
+            self._request("PATCH", f"/dags/{dag_id}", json={"is_paused": False})
+        run = self._request("POST", f"/dags/{dag_id}/dagRuns", json={"logical_date": None, "conf": conf or {}})
+        return str(run["dag_run_id"])
+
+    def run_state(self, dag_id: str, run_id: str) -> str:
+        return str(self._request("GET", f"/dags/{dag_id}/dagRuns/{run_id}")["state"])
+
+    def task_states(self, dag_id: str, run_id: str) -> dict[str, str | None]:
+        """{task_id: state} of one run (mapped tasks collapse to their last state)."""
+        items = self._request(
+            "GET", f"/dags/{dag_id}/dagRuns/{run_id}/taskInstances", params={"limit": 1000}
+        )["task_instances"]
+        return {item["task_id"]: item["state"] for item in items}
+
+    def wait(self, dag_id: str, run_id: str, *, timeout: float = 600, poll_s: float = 2) -> str:
+        """Block until the run ends; return its final state ('success' or 'failed')."""
+        deadline = time.monotonic() + timeout
+        state = self.run_state(dag_id, run_id)
+        while state not in TERMINAL_STATES:
+            if time.monotonic() > deadline:
+                raise ServiceError("airflow", f"run {run_id} of {dag_id} still {state!r} after {timeout:.0f} s")
+            time.sleep(poll_s)
+            state = self.run_state(dag_id, run_id)
+        return state
