@@ -91,7 +91,8 @@ def content_hash(settings: Settings, table: str, version: int) -> str | None:
     """The content hash extract recorded in a version's commit (None if written by someone else)."""
     for commit in _history(table_path(settings, table)):
         if commit.get("version") == version:
-            return commit.get(_HASH_KEY)
+            digest = commit.get(_HASH_KEY)
+            return str(digest) if digest is not None else None
     raise NotFoundError(f"bronze table {table!r} has no version {version}")
 
 
@@ -111,7 +112,7 @@ def write_snapshot(settings: Settings, table: str, data: pa.Table, *, run_month:
     for commit in _history(path):
         if commit.get(_HASH_KEY) == digest:
             log.info("bronze.%s: content unchanged, version %s", table, commit["version"])
-            return int(commit["version"])
+            return int(str(commit["version"]))
     path.mkdir(parents=True, exist_ok=True)
     metadata = {_HASH_KEY: digest}
     if run_month is not None:
