@@ -305,6 +305,9 @@ def evaluate(settings: Settings, run_id: str, training_sets: dict[str, Any]) -> 
             log.warning(
                 "champion v%s reads features this set lacks: %s", current.version, set(inputs) - set(frame.columns)
             )
+    predictions = challenger.pop("_predictions")
+    if champion is not None:
+        champion.pop("_predictions")
     rule = evaluation.PromotionRule()
     decision = evaluation.decide(challenger, champion, rule)
     window = training_sets["window"]
@@ -326,9 +329,7 @@ def evaluate(settings: Settings, run_id: str, training_sets: dict[str, Any]) -> 
                 "flightline.promotion_rule": json.dumps(decision.rule),
             }
         )
-        _log_plots(y, challenger.pop("_predictions"), frame, challenger["slices"])
-        if champion is not None:
-            champion.pop("_predictions")
+        _log_plots(y, predictions, frame, challenger["slices"])
     return result
 
 
