@@ -9,6 +9,7 @@ import time
 
 import typer
 
+from flightline.cli_models import models_app
 from flightline.cli_rag import rag_app
 from flightline.config import get_settings
 from flightline.errors import FlightlineError
@@ -16,6 +17,7 @@ from flightline.errors import FlightlineError
 app = typer.Typer(help="flightline: an ML platform on DAGs.", no_args_is_help=True, add_completion=False)
 
 app.add_typer(rag_app, name="rag")
+app.add_typer(models_app, name="models")
 
 
 @app.command()
@@ -76,6 +78,20 @@ def status(as_json: bool = typer.Option(False, "--json", help="print an object k
     else:
         _print_status_table(report)
     raise typer.Exit(0 if all(item["healthy"] for item in report.values()) else 1)
+
+
+@app.command("dbt-env")
+def dbt_env() -> None:
+    """Print `export` lines that let `dbt build` in dbt_project/ reach the platform's warehouse.
+
+    Use: eval "$(flightline dbt-env)" && cd dbt_project && dbt build
+    """
+    import shlex
+
+    from flightline.transform import dbt_env as variables
+
+    for name, value in variables(get_settings()).items():
+        typer.echo(f"export {name}={shlex.quote(value)}")
 
 
 @app.command("exec")
