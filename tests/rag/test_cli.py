@@ -1,0 +1,40 @@
+"""`flightline rag eval` prints a table per mode and logs the metrics to MLflow."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+import pytest
+from typer.testing import CliRunner
+
+if TYPE_CHECKING:
+    from flightline.config import Settings
+
+pytestmark = pytest.mark.integration
+
+
+def test_rag_eval_prints_table_and_logs_to_mlflow(platform: Settings, scifact_subset: str) -> None:
+    from mlflow.tracking import MlflowClient
+
+    from flightline.cli import app
+
+    result = CliRunner().invoke(app, ["rag", "eval", "--collection", scifact_subset, "--max-queries", "40"])
+    assert result.exit_code == 0, result.output
+    lines = result.output.splitlines()
+    assert lines[0].split() == ["mode", "nDCG@10", "R@10", "R@100", "seconds"]
+    assert [line.split()[0] for line in lines[1:4]] == ["dense", "lexical", "hybrid"]
+    run_id = lines[-1].removeprefix("mlflow run ")
+    metrics = MlflowClient(platform.mlflow_url).get_run(run_id).data.metrics
+    assert metrics["eval_queries"] == 40
+    assert 0.5 < metrics["hybrid_ndcg_at_10"] <= 1.0
+    assert {f"{m}_recall_at_100" for m in ("dense", "lexical", "hybrid")} <= set(metrics)
+
+
+def test_rag_eval_on_a_missing_collection_fails_with_a_hint(platform: Settings) -> None:
+    from flightline.cli import app
+    from flightline.errors import NotFoundError
+
+    result = CliRunner().invoke(app, ["rag", "eval", "--collection", "nope", "--no-record"])
+    assert result.exit_code != 0
+    assert isinstance(result.exception, NotFoundError)
+    assert "collection 'nope' does not exist" in str(result.exception)

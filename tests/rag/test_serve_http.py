@@ -1,0 +1,93 @@
+"""The RAG endpoints on real Ray Serve over real HTTP."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import TYPE_CHECKING
+
+import httpx
+import pytest
+
+if TYPE_CHECKING:
+    from flightline.config import Settings
+
+pytestmark = pytest.mark.integration
+
+
+@pytest.fixture(scope="module")
+def rag_url(platform: Settings, scifact_subset: str) -> Iterator[str]:
+    import ray
+    from ray import serve
+
+    from ray_serve.rag_app import build_app
+
+    env = {**platform.as_env(), "PYTHONPATH": str(platform.project_dir)}
+    ray.init(num_cpus=2, include_dashboard=False, _temp_dir=str(platform.home / "ray"),
+             runtime_env={"env_vars": env}, log_to_driver=False)
+    try:
+        serve.start(http_options={"host": platform.host, "port": platform.serve_port})
+        serve.run(build_app({"pool_size": 2}), name="rag", route_prefix="/")
+        yield platform.serve_url
+    finally:
+        serve.shutdown()
+        ray.shutdown()
+
+
+def test_search_returns_one_entry_per_chunk_best_first(rag_url: str, scifact_subset: str) -> None:
+    body = {"query": "1 in 5 million in UK have abnormal PrP positivity.", "k": 5, "mode": "hybrid",
+            "collection": scifact_subset, "filters": {}}
+    response = httpx.post(f"{rag_url}/v1/rag/search", json=body, timeout=30)
+    assert response.status_code == 200, response.text
+    results = response.json()["results"]
+    assert len(results) == 5
+    assert results[0]["doc_id"] == "13734012"
+    assert len({r["chunk_id"] for r in results}) == 5
+    assert [r["score"] for r in results] == sorted((r["score"] for r in results), reverse=True)
+    assert {"doc_id", "chunk_id", "score", "text", "title", "metadata"} <= set(results[0])
+
+
+def test_search_filters_by_doc_id(rag_url: str, scifact_subset: str) -> None:
+    body = {"query": "prion protein", "k": 10, "mode": "dense", "collection": scifact_subset,
+            "filters": {"doc_id": ["13734012"]}}
+    results = httpx.post(f"{rag_url}/v1/rag/search", json=body, timeout=30).json()["results"]
+    assert results and {r["doc_id"] for r in results} == {"13734012"}
+
+
+@pytest.mark.parametrize(
+    ("body", "reason"),
+    [
+        ({"query": "", "collection": "scifact"}, "query"),
+        ({"query": "q", "mode": "semantic"}, "mode"),
+        ({"query": "q", "k": 0}, "k"),
+        ({"query": "q", "collection": "bad name;"}, "collection"),
+        ({"k": 5}, "query"),
+    ],
+)
+def test_bad_search_input_gets_422_with_the_reason(rag_url: str, body: dict[str, object], reason: str) -> None:
+    response = httpx.post(f"{rag_url}/v1/rag/search", json=body, timeout=30)
+    assert response.status_code == 422
+    assert reason in {str(part) for error in response.json()["detail"] for part in error["loc"]}
+
+
+def test_unknown_collection_gets_404(rag_url: str) -> None:
+    response = httpx.post(f"{rag_url}/v1/rag/search", json={"query": "q", "collection": "nope"}, timeout=30)
+    assert response.status_code == 404
+    assert "collection 'nope' does not exist" in response.json()["detail"]
+
+
+def test_embeddings_are_openai_shaped_and_normalised(rag_url: str) -> None:
+    response = httpx.post(f"{rag_url}/v1/embeddings",
+                          json={"input": ["a cat sat on the mat", "quantum chromodynamics"],
+                                "model": "sentence-transformers/all-MiniLM-L6-v2"}, timeout=30)
+    assert response.status_code == 200, response.text
+    body = response.json()
+    assert body["object"] == "list" and body["model"] == "sentence-transformers/all-MiniLM-L6-v2"
+    assert [item["index"] for item in body["data"]] == [0, 1]
+    vector = body["data"][0]["embedding"]
+    assert len(vector) == 384 and abs(sum(x * x for x in vector) - 1) < 1e-3
+    assert body["usage"]["prompt_tokens"] > 0
+
+
+def test_embeddings_reject_unknown_model_and_bad_input(rag_url: str) -> None:
+    assert httpx.post(f"{rag_url}/v1/embeddings", json={"input": "x", "model": "gpt-4"}, timeout=30).status_code == 404
+    assert httpx.post(f"{rag_url}/v1/embeddings", json={"input": []}, timeout=30).status_code == 422
