@@ -142,10 +142,11 @@ def flight_delay_training() -> None:
                 window = training.resolve_window(context["params"], dt.date.fromisoformat(batch["run_month"]))
                 if window is None:
                     raise AirflowSkipException(f"nothing before {batch['run_month'][:7]} to train on")
-                sets = training.build_training_sets(get_settings(), window, run_key=_run_key(context))
+                key = training.run_key(context["dag"].dag_id, window)
+                sets = training.build_training_sets(get_settings(), window, run_key=key)
             except FlightlineConfigError as exc:
                 raise AirflowFailException(str(exc)) from exc
-            return {**sets, "versions": batch["versions"]}
+            return {**sets, "run_key": key, "versions": batch["versions"]}
 
         return build_training_set(batch)
 
@@ -160,7 +161,7 @@ def flight_delay_training() -> None:
             params = context["params"]
             hyper = {k: params.get(k) for k in ("num_leaves", "learning_rate", "n_estimators", "min_child_samples")}
             run = training.train(
-                get_settings(), sets, run_key=_run_key(context), hyperparameters=hyper, delta_versions=sets["versions"]
+                get_settings(), sets, run_key=sets["run_key"], hyperparameters=hyper, delta_versions=sets["versions"]
             )
             return {**run, "sets": sets}
 
@@ -195,7 +196,7 @@ def flight_delay_training() -> None:
             from flightline import registry
             from flightline.config import get_settings
 
-            who = f"airflow:{_run_key(context)}"
+            who = f"airflow:{context['dag'].dag_id}/{context['run_id']}"
             return registry.register(get_settings(), result["run_id"], result, by=who)
 
         return register_model(result)
@@ -221,10 +222,6 @@ def _run_month(context: dict[str, Any]) -> Any:
         return dt.datetime.strptime(context["params"]["eval_end"], "%Y-%m").date()
     moment = context.get("data_interval_start") or context["dag_run"].run_after
     return dt.date(moment.year, moment.month, 1)
-
-
-def _run_key(context: dict[str, Any]) -> str:
-    return f"{context['dag'].dag_id}/{context['run_id']}"
 
 
 dag_object = flight_delay_training()

@@ -101,6 +101,13 @@ def resolve_window(params: dict[str, Any], run_month: dt.date) -> Window | None:
     return Window(train_start, train_end, eval_start, eval_end)
 
 
+def run_key(pipeline: str, window: Window) -> str:
+    """What makes two runs the same run: the pipeline and its windows (the data digest and the
+    hyperparameters are checked on top), so a rerun or a retrigger reuses the earlier results."""
+    w = window.as_dict()
+    return f"{pipeline}/{w['train_start']}..{w['train_end']}/{w['eval_start']}..{w['eval_end']}"
+
+
 def month_bounds(first: dt.date, last: dt.date) -> tuple[dt.datetime, dt.datetime]:
     """[start, end) in UTC of local (New York) months first..last inclusive."""
     from zoneinfo import ZoneInfo
