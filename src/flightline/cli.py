@@ -11,12 +11,14 @@ import typer
 
 from flightline.cli_models import models_app
 from flightline.cli_rag import rag_app
+from flightline.cli_serve import serve_app
 from flightline.config import get_settings
 from flightline.errors import FlightlineError
 
 app = typer.Typer(help="flightline: an ML platform on DAGs.", no_args_is_help=True, add_completion=False)
 
 app.add_typer(rag_app, name="rag")
+app.add_typer(serve_app, name="serve")
 app.add_typer(models_app, name="models")
 
 

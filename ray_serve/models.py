@@ -1,0 +1,61 @@
+"""FlightDelayModel: one deployment per alias (``champion``, ``challenger``) of the registered model.
+
+Each replica follows its alias with :class:`flightline.serving.AliasedModel`: a daemon thread re-reads
+the alias every ``serve_model_poll_s`` and swaps a newly loaded version in atomically, so a promotion or
+rollback in the registry reaches serving with no redeploy and no dropped request. The alias is the
+deployment's ``user_config``: ``serve deploy`` with another alias reconfigures replicas in place.
+"""
+
+from __future__ import annotations
+
+import threading
+from typing import Any
+
+from ray import serve
+
+
+@serve.deployment(
+    ray_actor_options={"num_cpus": 0.25},
+    max_ongoing_requests=16,
+    health_check_period_s=10,
+    health_check_timeout_s=30,
+)
+class FlightDelayModel:
+    def __init__(self) -> None:
+        from flightline.config import get_settings
+
+        self._settings = get_settings()
+        self._model: Any = None
+        self._stop = threading.Event()
+        self._poller: threading.Thread | None = None
+
+    def reconfigure(self, config: dict[str, Any]) -> None:
+        """``user_config: {alias: champion}``: load that alias now and follow it from then on."""
+        from flightline.serving import AliasedModel
+
+        alias = str(config.get("alias", "champion"))
+        if self._model is not None and self._model.alias == alias:
+            return
+        model = AliasedModel(self._settings, alias)
+        model.refresh()
+        self._model = model
+        if self._poller is None:
+            self._poller = threading.Thread(target=self._follow, name="alias-poll", daemon=True)
+            self._poller.start()
+
+    def _follow(self) -> None:
+        while not self._stop.wait(self._settings.serve_model_poll_s):
+            self._model.refresh()
+
+    def predict(self, rows: list[list[float]]) -> tuple[list[float], str]:
+        """Probabilities and the version that produced them (raises NotFoundError with no alias set)."""
+        return self._model.predict(rows)
+
+    def info(self) -> dict[str, Any]:
+        current = self._model.current
+        return {"alias": self._model.alias, "version": current[1] if current else None, "error": self._model.error}
+
+    def check_health(self) -> None:
+        """Unhealthy only if the alias poller died: a missing alias is a state to report, not a crash."""
+        if self._poller is None or not self._poller.is_alive():
+            raise RuntimeError("alias poller is not running")

@@ -1,0 +1,80 @@
+"""``flightline serve``: run the Ray Serve application and change its traffic policy at runtime."""
+
+from __future__ import annotations
+
+import json
+
+import typer
+
+from flightline.config import get_settings
+from flightline.errors import FlightlineError
+
+serve_app = typer.Typer(help="Online serving on Ray Serve: up, down, status and traffic policy.", no_args_is_help=True)
+
+
+@serve_app.command()
+def up() -> None:
+    """Start Ray and deploy the app (PostgreSQL and MLflow must be up: `flightline up` starts all)."""
+    from flightline import serve_server
+
+    settings = get_settings()
+    started = serve_server.start(settings)
+    typer.echo(f"serve {'started' if started else 'already running'} at {settings.serve_url} (docs: /docs)")
+
+
+@serve_app.command()
+def down() -> None:
+    """Stop this platform's Ray head and every replica."""
+    from flightline import serve_server
+
+    typer.echo("serve stopped" if serve_server.stop(get_settings()) else "serve was not running")
+
+
+@serve_app.command()
+def status() -> None:
+    """The router's view: policy, model versions per alias, circuit breakers, prediction-log counters."""
+    import httpx
+
+    settings = get_settings()
+    try:
+        report = httpx.get(f"{settings.serve_url}/v1/serving/status", timeout=10).json()
+    except httpx.HTTPError as exc:
+        typer.echo(f"serve is not answering at {settings.serve_url} ({exc}); run `flightline serve up`", err=True)
+        raise typer.Exit(1) from exc
+    typer.echo(json.dumps(report, indent=2))
+
+
+@serve_app.command()
+def traffic(
+    mode: str = typer.Argument("show", help="show | champion | canary | ab"),
+    percent: float = typer.Option(0.0, "--percent", "-p", help="share of traffic to the challenger (canary, ab)"),
+    shadow: bool = typer.Option(False, "--shadow/--no-shadow", help="challenger scores every request, logged only"),
+    experiment: str = typer.Option("default", help="salt of the sticky hash: a new name reshuffles users"),
+    by: str | None = typer.Option(None, "--by", help="who (default: FLIGHTLINE_ACTOR or the OS user)"),
+    why: str | None = typer.Option(None, "--why", help="reason, recorded with the change"),
+) -> None:
+    """Show or set the traffic policy; the router applies it within a second, no redeploy.
+
+    Examples: `flightline serve traffic canary -p 10 --why "v7 canary"`,
+    `flightline serve traffic champion --shadow --why "shadow v7"`.
+    """
+    from pydantic import ValidationError
+
+    from flightline import serving
+    from flightline.registry import actor
+    from flightline.schemas_serving import PolicyIn
+
+    settings = get_settings()
+    if mode == "show":
+        for policy in serving.policy_history(settings, limit=10):
+            typer.echo(json.dumps(policy.as_dict()))
+        return
+    if not why:
+        raise typer.BadParameter("say why the policy changes: --why TEXT", param_hint="--why")
+    try:
+        change = PolicyIn(mode=mode, challenger_percent=percent, shadow=shadow, experiment=experiment,  # type: ignore[arg-type]
+                          set_by=by or actor(), reason=why)
+        typer.echo(json.dumps(serving.set_policy(settings, change).as_dict()))
+    except (ValidationError, FlightlineError) as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(2) from exc

@@ -1,0 +1,215 @@
+"""Online features for serving: one SQL round trip to Feast's online store, with Feast's definitions.
+
+Feast's ``get_online_features`` costs several milliseconds of Python per call (registry lookups, proto
+conversions, one query per feature view). Serving needs the same values in well under a millisecond,
+so :class:`OnlineFeatureReader` reads the tables Feast's Postgres online store writes directly:
+
+- the feature views, their join keys, ttl and table names come from the Feast registry (the repo in
+  ``feature_repo/``), and entity keys are serialized with Feast's own ``serialize_entity_key``;
+- all views are read in one ``UNION ALL`` query; values are decoded with Feast's ``ValueProto``.
+
+So the definitions stay Feast's; only the read path is shorter. ``benchmarks/bench_serving.py`` compares
+the two and ``tests/serving`` checks that they return the same values.
+
+Request-time features are computed by :func:`flightline.features.request_features`, the function the
+Feast on-demand view runs in training. A value the store lacks, or one older than its view's ttl at the
+flight's prediction time, becomes an explicit fallback (NaN: the model's missing-value branch, exactly
+what the point-in-time join gives training for such a row) and is reported as missing or stale.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import math
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from flightline import features as F
+
+if TYPE_CHECKING:
+    from flightline.config import Settings
+
+REQUEST_VIEW = "departure_clock"
+
+FALLBACK_VALUES: dict[str, float] = {}
+"""Per-feature fallback for a missing or stale value; a feature not listed falls back to NaN, the
+model's learned missing branch (LightGBM routes NaN as it did for training rows without a value)."""
+
+
+@dataclass(frozen=True)
+class ViewSpec:
+    """What serving needs of one Feast feature view."""
+
+    name: str
+    table: str
+    join_key: str
+    ttl: dt.timedelta
+    features: tuple[str, ...]
+
+
+@dataclass
+class ServedFeatures:
+    """A model input row and the provenance of each value (reported in every response and log)."""
+
+    values: dict[str, float]
+    fetched: list[str] = field(default_factory=list)
+    computed: list[str] = field(default_factory=list)
+    missing: list[str] = field(default_factory=list)
+    stale: list[str] = field(default_factory=list)
+    defaulted: dict[str, float | None] = field(default_factory=dict)
+    store_error: str | None = None
+
+    def vector(self) -> list[float]:
+        """Values in the model's column order."""
+        return [self.values[name] for name in F.FEATURE_NAMES]
+
+    def as_json(self) -> dict[str, Any]:
+        """JSON-safe: NaN becomes null."""
+        return {
+            "values": {k: _json_float(v) for k, v in self.values.items()},
+            "fetched": self.fetched,
+            "computed": self.computed,
+            "missing": self.missing,
+            "stale": self.stale,
+            "defaulted": self.defaulted,
+            "store_error": self.store_error,
+        }
+
+
+def _json_float(value: float) -> float | None:
+    return None if math.isnan(value) else value
+
+
+def view_specs(settings: Settings) -> list[ViewSpec]:
+    """The stored feature views of the model, read from the Feast registry (run ``feast apply`` first)."""
+    from feast.infra.online_stores.helpers import compute_table_id
+
+    from flightline.feature_store import get_store
+
+    store = get_store(settings)
+    versioning = bool(getattr(store.config.registry, "enable_online_feature_view_versioning", False))
+    specs = []
+    for name, names in F.FEATURE_VIEWS.items():
+        if name == REQUEST_VIEW:
+            continue
+        view = store.get_feature_view(name)
+        specs.append(
+            ViewSpec(
+                name=name,
+                table=compute_table_id(store.config.project, view, versioning),
+                join_key=view.entity_columns[0].name,
+                ttl=view.ttl or dt.timedelta(0),
+                features=tuple(names),
+            )
+        )
+    return specs
+
+
+class OnlineFeatureReader:
+    """Builds the one-round-trip query and decodes its rows; the caller owns the connection.
+
+    Split so that the async router, the bare benchmark app and batch jobs share one implementation.
+    """
+
+    def __init__(self, specs: list[ViewSpec], *, schema: str = "online", key_version: int = 3) -> None:
+        from psycopg import sql
+
+        self.specs = specs
+        self._key_version = key_version
+        parts = [
+            sql.SQL(
+                "select {i}::int2, entity_key, feature_name, value, event_ts from {t} where entity_key = any(%s)"
+            ).format(i=sql.Literal(i), t=sql.Identifier(schema, spec.table))
+            for i, spec in enumerate(specs)
+        ]
+        self.query = sql.SQL(" union all ").join(parts)
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> OnlineFeatureReader:
+        from flightline.feature_store import get_store
+
+        store = get_store(settings)
+        online = store.config.online_store
+        return cls(
+            view_specs(settings),
+            schema=getattr(online, "db_schema", None) or "public",
+            key_version=store.config.entity_key_serialization_version,
+        )
+
+    def params(self, requests: list[F.FlightRequest]) -> tuple[list[list[bytes]], list[list[bytes]]]:
+        """Per view, the serialized entity key of each request (and the distinct keys to query)."""
+        from feast.infra.key_encoding_utils import serialize_entity_key
+        from feast.protos.feast.types.EntityKey_pb2 import EntityKey
+        from feast.protos.feast.types.Value_pb2 import Value
+
+        rows = [request.entity_row() for request in requests]
+        per_view: list[list[bytes]] = []
+        for spec in self.specs:
+            keys = []
+            for row in rows:
+                key = EntityKey(join_keys=[spec.join_key], entity_values=[Value(string_val=str(row[spec.join_key]))])
+                keys.append(serialize_entity_key(key, entity_key_serialization_version=self._key_version))
+            per_view.append(keys)
+        return per_view, [sorted(set(keys)) for keys in per_view]
+
+    def assemble(
+        self, requests: list[F.FlightRequest], keys: list[list[bytes]], rows: list[tuple[Any, ...]]
+    ) -> list[ServedFeatures]:
+        """Model rows from the query's rows: fetched, stale (older than ttl at prediction time) or missing."""
+        import pandas as pd
+        from feast.protos.feast.types.Value_pb2 import Value
+
+        found: dict[tuple[int, bytes], dict[str, tuple[float | None, dt.datetime]]] = {}
+        for view_index, entity_key, feature_name, blob, event_ts in rows:
+            proto = Value()
+            proto.ParseFromString(bytes(blob))
+            kind = proto.WhichOneof("val")
+            value = float(getattr(proto, kind)) if kind and kind != "null_val" else None
+            found.setdefault((int(view_index), bytes(entity_key)), {})[feature_name] = (value, event_ts)
+        clock = F.request_features(pd.Series([r.scheduled_departure_at for r in requests]))
+        served = []
+        for i, request in enumerate(requests):
+            moment = F.prediction_time(request.scheduled_departure_at)
+            row = ServedFeatures(values={})
+            for name in F.REQUEST_FEATURES:
+                row.values[name] = float(clock[name].iloc[i])
+                row.computed.append(name)
+            for v, spec in enumerate(self.specs):
+                stored = found.get((v, keys[v][i]), {})
+                for name in spec.features:
+                    value, event_ts = stored.get(name, (None, None))
+                    if value is None or math.isnan(value):
+                        self._fallback(row, name, row.missing)
+                    elif spec.ttl > dt.timedelta(0) and event_ts is not None and moment - event_ts > spec.ttl:
+                        self._fallback(row, name, row.stale)
+                    else:
+                        row.values[name] = value
+                        row.fetched.append(name)
+            served.append(row)
+        return served
+
+    def unavailable(self, requests: list[F.FlightRequest], error: str) -> list[ServedFeatures]:
+        """Rows when the store cannot be read: every stored feature falls back, and the error is reported."""
+        served = self.assemble(requests, [[b""] * len(requests) for _ in self.specs], [])
+        for row in served:
+            row.store_error = error
+        return served
+
+    @staticmethod
+    def _fallback(row: ServedFeatures, name: str, reason: list[str]) -> None:
+        value = FALLBACK_VALUES.get(name, float("nan"))
+        row.values[name] = value
+        reason.append(name)
+        row.defaulted[name] = _json_float(value)
+
+    def read(self, conn: Any, requests: list[F.FlightRequest]) -> list[ServedFeatures]:
+        """Synchronous read on a psycopg connection (batch jobs, the bare benchmark app)."""
+        keys, distinct = self.params(requests)
+        rows = conn.execute(self.query, distinct).fetchall()
+        return self.assemble(requests, keys, rows)
+
+    async def read_async(self, conn: Any, requests: list[F.FlightRequest]) -> list[ServedFeatures]:
+        """The same read on a psycopg AsyncConnection (the router)."""
+        keys, distinct = self.params(requests)
+        cursor = await conn.execute(self.query, distinct)
+        return self.assemble(requests, keys, await cursor.fetchall())

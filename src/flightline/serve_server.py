@@ -1,0 +1,201 @@
+"""The ``serve`` component: a local Ray head and the Serve application of ``ray_serve/serve_config.yaml``.
+
+``start`` runs ``ray start --head --block`` as a detached process group (pid file, log under
+``<home>/logs/serve.log``) with every Ray port picked free and bound to 127.0.0.1, so several platforms
+share a machine; then ``serve deploy`` sends the config, rendered with the platform's ports and
+environment, to the head's dashboard. ``stop`` ends that process group and any Ray process that still
+names this head's temp dir, by pid: never another platform's Ray.
+
+Environment (measured, see the README's serving section): ``RAY_SERVE_THROUGHPUT_OPTIMIZED=1`` when
+``serve_throughput_optimized``; one OpenMP thread per process; usage stats off.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import httpx
+
+from flightline.errors import ServiceError
+from flightline.processes import ensure_port_free, pid_alive, read_pid, spawn, stop_pid_file, wait_until
+
+if TYPE_CHECKING:
+    from flightline.config import Settings
+
+COMPONENT = "serve"
+_RAY_PORTS = (
+    "port", "object-manager-port", "node-manager-port", "ray-client-server-port", "dashboard-agent-listen-port",
+    "dashboard-agent-grpc-port", "runtime-env-agent-port", "metrics-export-port",
+)
+
+
+def log_path(settings: Settings) -> Path:
+    return settings.logs_dir / "serve.log"
+
+
+def _pid_file(settings: Settings) -> Path:
+    return settings.run_dir / "serve.pid"
+
+
+def _state_dir(settings: Settings) -> Path:
+    return settings.home / "serve"
+
+
+def temp_dir(settings: Settings) -> Path:
+    """Ray's temp dir for this platform (its sessions, sockets and logs)."""
+    return settings.home / "ray"
+
+
+def dashboard_url(settings: Settings) -> str:
+    return f"http://{settings.host}:{settings.ray_dashboard_port}"
+
+
+def is_healthy(settings: Settings) -> bool:
+    try:
+        return httpx.get(f"{settings.serve_url}/healthz", timeout=2).status_code == 200
+    except httpx.HTTPError:
+        return False
+
+
+def ray_env(settings: Settings) -> dict[str, str]:
+    """Environment of the Ray head and so of every replica: the platform's settings plus Serve's knobs."""
+    env = {
+        **settings.as_env(),
+        "PYTHONPATH": os.pathsep.join(p for p in (str(settings.project_dir), os.environ.get("PYTHONPATH")) if p),
+        "RAY_USAGE_STATS_ENABLED": "0",
+        "OMP_NUM_THREADS": "1",
+        "RAY_DEDUP_LOGS": "0",
+    }
+    if settings.serve_throughput_optimized:
+        env["RAY_SERVE_THROUGHPUT_OPTIMIZED"] = "1"
+    return {**env, **_auth_env(settings)}
+
+
+def _auth_env(settings: Settings) -> dict[str, str]:
+    """Token auth with this platform's own token (Ray 2.60 would otherwise share ~/.ray/auth_token)."""
+    import secrets
+
+    path = _state_dir(settings) / "ray_auth_token"
+    if not path.exists():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w") as handle:
+            handle.write(secrets.token_hex(32))
+    return {"RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN_PATH": str(path)}
+
+
+def render_config(settings: Settings) -> Path:
+    """The repo's serve config with this platform's HTTP port, environment and switches; returns its path."""
+    import yaml
+
+    config: dict[str, Any] = yaml.safe_load((settings.project_dir / "ray_serve" / "serve_config.yaml").read_text())
+    config["http_options"] = {"host": settings.host, "port": settings.serve_port}
+    for app in config["applications"]:
+        app["runtime_env"] = {"env_vars": {k: v for k, v in ray_env(settings).items() if not k.startswith("RAY_AUTH")}}
+        app["args"]["rag"] = settings.serve_rag
+        if not settings.serve_rag:
+            app["deployments"] = [d for d in app["deployments"] if d["name"] != "RetrievalService"]
+    path = _state_dir(settings) / "serve_config.yaml"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(yaml.safe_dump(config, sort_keys=False))
+    return path
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def start(settings: Settings) -> bool:
+    """Start Ray and deploy the app unless it answers already; True when started now."""
+    if is_healthy(settings):
+        return False
+    log = log_path(settings)
+    if read_pid(_pid_file(settings)) is None:
+        ensure_port_free(COMPONENT, settings.host, settings.serve_port, log=log)
+        ensure_port_free("ray_dashboard", settings.host, settings.ray_dashboard_port, log=log)
+        from flightline import serving
+
+        serving.ensure_tables(settings)
+        ports = {name: _free_port() for name in _RAY_PORTS}
+        argv = [
+            str(Path(sys.executable).parent / "ray"), "start", "--head", "--block", "--disable-usage-stats",
+            f"--num-cpus={settings.serve_ray_num_cpus}", f"--temp-dir={temp_dir(settings)}",
+            f"--node-ip-address={settings.host}", f"--dashboard-host={settings.host}",
+            f"--dashboard-port={settings.ray_dashboard_port}", "--include-dashboard=true",
+            *(f"--{name}={port}" for name, port in ports.items()),
+        ]
+        _state_dir(settings).mkdir(parents=True, exist_ok=True)
+        (_state_dir(settings) / "ray.json").write_text(json.dumps({"gcs": f"{settings.host}:{ports['port']}"}))
+        env = {**os.environ, **ray_env(settings)}
+        spawn(COMPONENT, argv, run_dir=settings.run_dir, log_dir=settings.logs_dir, env=env)
+        wait_until(COMPONENT, lambda: _dashboard_up(settings), timeout=settings.startup_timeout_s,
+                   pid_file=_pid_file(settings), log=log)
+    deploy(settings)
+    wait_until(COMPONENT, lambda: is_healthy(settings), timeout=max(settings.startup_timeout_s, 240),
+               pid_file=_pid_file(settings), log=log, interval=2)
+    return True
+
+
+def _dashboard_up(settings: Settings) -> bool:
+    """Any answer will do: Ray 2.60 turns token auth on (~/.ray/auth_token), which `serve deploy` reads."""
+    try:
+        httpx.get(f"{dashboard_url(settings)}/api/version", timeout=2)
+        return True
+    except httpx.HTTPError:
+        return False
+
+
+def deploy(settings: Settings) -> None:
+    """``serve deploy`` the rendered config to this platform's head (also applies config edits in place)."""
+    path = render_config(settings)
+    with open(log_path(settings), "a") as handle:
+        result = subprocess.run(
+            [str(Path(sys.executable).parent / "serve"), "deploy", str(path), "--address", dashboard_url(settings)],
+            stdout=handle, stderr=subprocess.STDOUT, env={**os.environ, **ray_env(settings)}, timeout=300,
+        )
+    if result.returncode != 0:
+        raise ServiceError(COMPONENT, f"serve deploy {path} exited with {result.returncode}", log=log_path(settings))
+
+
+def stop(settings: Settings) -> bool:
+    """Stop this platform's Ray head and every process still using its temp dir (by pid)."""
+    stopped = stop_pid_file(_pid_file(settings), timeout=20)
+    leftovers = _ray_pids(settings)
+    for pid in leftovers:
+        try:
+            os.kill(pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+    return stopped or bool(leftovers)
+
+
+def _ray_pids(settings: Settings) -> list[int]:
+    """Processes whose command line names this head's temp dir or GCS address (Ray daemons and workers)."""
+    import re
+
+    marks = [re.escape(str(temp_dir(settings))) + r"(/|\s|$)"]
+    state = _state_dir(settings) / "ray.json"
+    if state.exists():
+        marks.append(re.escape(json.loads(state.read_text())["gcs"]) + r"(\D|$)")
+    pattern = re.compile("|".join(marks))
+    pids = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit() or int(entry.name) == os.getpid():
+            continue
+        try:
+            cmdline = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+        except OSError:
+            continue
+        if pattern.search(cmdline) and pid_alive(int(entry.name)):
+            pids.append(int(entry.name))
+    return pids

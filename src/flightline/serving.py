@@ -1,0 +1,465 @@
+"""Online serving rules: traffic policy, sticky routing, shadow, circuit breakers, fallbacks, logging.
+
+Ray Serve deployments in ``ray_serve/`` only hold state and call these:
+
+- :class:`TrafficPolicy` lives in Postgres (``serving.traffic_policy``, one row per change with who,
+  when and why); the router re-reads the latest row every ``serve_policy_poll_s``, so a change needs
+  no redeploy.
+- :func:`assign_variant` buckets a sticky key with SHA-256 (stable across processes and restarts):
+  one flight (or user) always sees the same variant for a given experiment.
+- :class:`CircuitBreaker` opens after consecutive failures or timeouts and lets one trial call through
+  after ``reset_after_s``.
+- :class:`Router` scores a batch: features once, rows grouped by variant, challenger failures
+  re-scored by the champion, champion failures answered with the documented fallback probability,
+  shadow scoring in the background (logged, never returned).
+- :class:`PredictionLogger` writes ``serving.prediction_log`` from a background thread, off the
+  response path.
+- :class:`AliasedModel` follows an MLflow alias: a new version is loaded beside the old one and
+  swapped in atomically, so requests in flight finish on the model they started with.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import json
+import logging
+import queue
+import threading
+import time
+import uuid
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from flightline.config import Settings
+    from flightline.online_features import ServedFeatures
+    from flightline.schemas_serving import FlightIn, PolicyIn, PredictionOut
+
+log = logging.getLogger(__name__)
+
+CHAMPION, CHALLENGER, FALLBACK = "champion", "challenger", "fallback"
+BUCKETS = 10_000
+
+DDL = """
+create schema if not exists serving;
+create table if not exists serving.traffic_policy (
+    id bigserial primary key,
+    mode text not null check (mode in ('champion', 'canary', 'ab')),
+    challenger_percent double precision not null check (challenger_percent between 0 and 100),
+    shadow boolean not null,
+    experiment text not null,
+    set_by text not null,
+    reason text not null,
+    set_at timestamptz not null default now()
+);
+create table if not exists serving.prediction_log (
+    id bigserial primary key,
+    request_id text not null,
+    logged_at timestamptz not null default now(),
+    model_name text not null,
+    variant text not null,
+    model_version text,
+    is_shadow boolean not null,
+    fallback_reason text,
+    request jsonb not null,
+    features jsonb not null,
+    prediction double precision,
+    latency_ms double precision not null,
+    policy_id bigint
+);
+create index if not exists prediction_log_logged_at on serving.prediction_log (logged_at);
+"""
+
+
+def ensure_tables(settings: Settings) -> None:
+    """Create the policy and log tables (idempotent; an advisory lock serializes concurrent starts)."""
+    from flightline.database import connect
+
+    with connect(settings, settings.warehouse_db, autocommit=True) as conn:
+        conn.execute("select pg_advisory_lock(hashtext('flightline.serving.ddl'))")
+        try:
+            conn.execute(DDL)
+        finally:
+            conn.execute("select pg_advisory_unlock(hashtext('flightline.serving.ddl'))")
+
+
+# ---- traffic policy ------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class TrafficPolicy:
+    """Who answers: the champion alone, a sticky canary or A/B share to the challenger, plus shadow."""
+
+    mode: str = "champion"
+    challenger_percent: float = 0.0
+    shadow: bool = False
+    experiment: str = "default"
+    set_by: str = "default"
+    reason: str = "no policy set"
+    set_at: str | None = None
+    id: int | None = None
+
+    def as_dict(self) -> dict[str, Any]:
+        return dict(self.__dict__)
+
+
+DEFAULT_POLICY = TrafficPolicy()
+
+
+def bucket(key: str, experiment: str) -> int:
+    """The key's bucket in [0, BUCKETS): SHA-256, so every process and restart agrees."""
+    digest = hashlib.sha256(f"{experiment}\x00{key}".encode()).digest()
+    return int.from_bytes(digest[:8], "big") % BUCKETS
+
+
+def assign_variant(policy: TrafficPolicy, key: str) -> str:
+    """The variant a sticky key is routed to under the policy."""
+    if policy.mode == "champion" or policy.challenger_percent <= 0:
+        return CHAMPION
+    return CHALLENGER if bucket(key, policy.experiment) < policy.challenger_percent * BUCKETS / 100 else CHAMPION
+
+
+def set_policy(settings: Settings, change: PolicyIn) -> TrafficPolicy:
+    """Record a policy change (the router picks it up within ``serve_policy_poll_s``)."""
+    from flightline.database import connect
+    from flightline.errors import FlightlineConfigError
+
+    if change.mode == "champion" and change.challenger_percent:
+        raise FlightlineConfigError(
+            "mode 'champion' sends no traffic to the challenger; use canary or ab with a percent"
+        )
+    ensure_tables(settings)
+    with connect(settings, settings.warehouse_db, autocommit=True) as conn:
+        conn.execute(
+            "insert into serving.traffic_policy (mode, challenger_percent, shadow, experiment, set_by, reason) "
+            "values (%(mode)s, %(challenger_percent)s, %(shadow)s, %(experiment)s, %(set_by)s, %(reason)s)",
+            change.as_record(),
+        )
+    return current_policy(settings)
+
+
+_POLICY_SQL = (
+    "select id, mode, challenger_percent, shadow, experiment, set_by, reason, set_at "
+    "from serving.traffic_policy order by id desc limit %s"
+)
+
+
+def _policy(row: tuple[Any, ...]) -> TrafficPolicy:
+    return TrafficPolicy(
+        id=row[0], mode=row[1], challenger_percent=row[2], shadow=row[3], experiment=row[4],
+        set_by=row[5], reason=row[6], set_at=row[7].isoformat(),
+    )
+
+
+def current_policy(settings: Settings) -> TrafficPolicy:
+    return (policy_history(settings, limit=1) or [DEFAULT_POLICY])[0]
+
+
+def policy_history(settings: Settings, *, limit: int = 20) -> list[TrafficPolicy]:
+    """The latest policy changes, newest first."""
+    from flightline.database import connect
+
+    ensure_tables(settings)
+    with connect(settings, settings.warehouse_db) as conn:
+        return [_policy(row) for row in conn.execute(_POLICY_SQL, (limit,)).fetchall()]
+
+
+async def read_policy_async(conn: Any) -> TrafficPolicy:
+    cursor = await conn.execute(_POLICY_SQL, (1,))
+    row = await cursor.fetchone()
+    return _policy(row) if row else DEFAULT_POLICY
+
+
+# ---- circuit breaker -----------------------------------------------------------------------------
+class CircuitBreaker:
+    """Closed -> open after ``failures`` consecutive failures; open -> one trial call after ``reset_after_s``.
+
+    While open, calls are refused at once instead of waiting for a timeout on every request.
+    """
+
+    def __init__(self, name: str, *, failures: int, reset_after_s: float, clock: Callable[[], float] = time.monotonic):
+        self.name = name
+        self._threshold = failures
+        self._reset_after = reset_after_s
+        self._clock = clock
+        self._failures = 0
+        self._opened_at: float | None = None
+        self._trial = False
+
+    @property
+    def state(self) -> str:
+        if self._opened_at is None:
+            return "closed"
+        return "half-open" if self._clock() - self._opened_at >= self._reset_after else "open"
+
+    def allow(self) -> bool:
+        """May a call go through now? In half-open state only one trial at a time."""
+        state = self.state
+        if state == "closed":
+            return True
+        if state == "half-open" and not self._trial:
+            self._trial = True
+            return True
+        return False
+
+    def success(self) -> None:
+        self._failures, self._opened_at, self._trial = 0, None, False
+
+    def failure(self) -> None:
+        self._failures += 1
+        self._trial = False
+        if self._opened_at is not None or self._failures >= self._threshold:
+            self._opened_at = self._clock()
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"state": self.state, "consecutive_failures": self._failures}
+
+
+# ---- prediction log ------------------------------------------------------------------------------
+class PredictionLogger:
+    """Queue of log rows, written in batches by one daemon thread (a full queue drops and counts)."""
+
+    def __init__(self, settings: Settings, *, max_queue: int = 20_000, flush_s: float = 0.2) -> None:
+        self._settings = settings
+        self._queue: queue.Queue[tuple[Any, ...]] = queue.Queue(max_queue)
+        self._flush_s = flush_s
+        self.dropped = 0
+        self.written = 0
+        self._thread = threading.Thread(target=self._run, name="prediction-log", daemon=True)
+        self._thread.start()
+
+    def log(self, row: dict[str, Any]) -> None:
+        try:
+            self._queue.put_nowait(
+                (
+                    row["request_id"], row["model_name"], row["variant"], row["model_version"], row["is_shadow"],
+                    row.get("fallback_reason"), json.dumps(row["request"], default=str),
+                    json.dumps(row["features"]), row["prediction"], row["latency_ms"], row.get("policy_id"),
+                )
+            )
+        except queue.Full:
+            self.dropped += 1
+
+    @property
+    def alive(self) -> bool:
+        return self._thread.is_alive()
+
+    def _run(self) -> None:
+        from flightline.database import connect
+
+        conn = None
+        while True:
+            batch = [self._queue.get()]
+            time.sleep(self._flush_s)
+            while len(batch) < 1000:
+                try:
+                    batch.append(self._queue.get_nowait())
+                except queue.Empty:
+                    break
+            try:
+                if conn is None or conn.closed:
+                    conn = connect(self._settings, self._settings.warehouse_db, autocommit=True)
+                with conn.cursor() as cur:
+                    cur.executemany(
+                        "insert into serving.prediction_log (request_id, model_name, variant, model_version, "
+                        "is_shadow, fallback_reason, request, features, prediction, latency_ms, policy_id) "
+                        "values (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)",
+                        batch,
+                    )
+                self.written += len(batch)
+            except Exception:  # noqa: BLE001 - the log must never take serving down; it reports and goes on
+                log.exception("could not write %d prediction log rows", len(batch))
+                self.dropped += len(batch)
+                conn = None
+
+
+# ---- models by alias -----------------------------------------------------------------------------
+class AliasedModel:
+    """The model an MLflow alias points to, reloaded when the alias moves.
+
+    ``current`` is replaced in one assignment after the new version is loaded, so a request that took
+    the old ``(model, version)`` finishes on it: no downtime, nothing dropped.
+    """
+
+    def __init__(self, settings: Settings, alias: str) -> None:
+        self.settings = settings
+        self.alias = alias
+        self.current: tuple[Any, str] | None = None
+        self.error: str | None = None
+
+    def refresh(self) -> bool:
+        """Load the alias's version if it moved; True when a new version was swapped in."""
+        from flightline import registry
+
+        try:
+            version = registry.alias_version(self.settings, self.alias)
+            if version is None:
+                self.error = f"alias {self.alias!r} of {self.settings.model_name!r} is not set"
+                return False
+            number = str(version.version)
+            if self.current is not None and self.current[1] == number:
+                return False
+            import mlflow
+
+            registry.client(self.settings)
+            model = mlflow.pyfunc.load_model(f"models:/{self.settings.model_name}/{number}")
+            self.current = (model, number)
+            self.error = None
+            log.info("%s now serves %s v%s", self.alias, self.settings.model_name, number)
+            return True
+        except Exception as exc:  # noqa: BLE001 - keep serving the loaded version; report why in health
+            self.error = f"{type(exc).__name__}: {exc}"
+            log.exception("could not refresh %s", self.alias)
+            return False
+
+    def predict(self, rows: list[list[float]]) -> tuple[list[float], str]:
+        """Delay probabilities for model rows (columns of flightline.features.FEATURE_NAMES)."""
+        from flightline.errors import NotFoundError
+
+        current = self.current
+        if current is None:
+            raise NotFoundError(self.error or f"no model loaded for alias {self.alias!r}")
+        model, version = current
+        return predict_rows(model, rows), version
+
+
+def predict_rows(model: Any, rows: list[list[float]]) -> list[float]:
+    """Probabilities from a pyfunc model for rows in FEATURE_NAMES order (batch inference uses the same)."""
+    import numpy as np
+    import pandas as pd
+
+    from flightline.features import FEATURE_NAMES
+
+    output = np.asarray(model.predict(pd.DataFrame(rows, columns=FEATURE_NAMES, dtype="float64")), dtype=float)
+    return [float(p) for p in (output[:, -1] if output.ndim == 2 else output)]
+
+
+# ---- the router's core ---------------------------------------------------------------------------
+Scorer = Callable[[list[list[float]]], Awaitable[tuple[list[float], str]]]
+"""Scores model rows; returns probabilities and the model version that answered."""
+
+
+class Router:
+    """Routes a batch of flights to champion/challenger with breakers, fallbacks, shadow and logging."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        *,
+        scorers: dict[str, Scorer],
+        read_features: Callable[[list[Any]], Awaitable[list[ServedFeatures]]],
+        policy: Callable[[], TrafficPolicy],
+        logger: PredictionLogger,
+    ) -> None:
+        self.settings = settings
+        self._scorers = scorers
+        self._read_features = read_features
+        self._policy = policy
+        self._logger = logger
+        self.breakers = {
+            name: CircuitBreaker(
+                name, failures=settings.serve_breaker_failures, reset_after_s=settings.serve_breaker_reset_s
+            )
+            for name in scorers
+        }
+        self._background: set[asyncio.Task[None]] = set()
+
+    async def _score(self, variant: str, rows: list[list[float]]) -> tuple[list[float] | None, str | None, str | None]:
+        """(probabilities, version, None) or (None, None, why it failed); never raises."""
+        breaker = self.breakers[variant]
+        if not breaker.allow():
+            return None, None, f"{variant} circuit open"
+        try:
+            probs, version = await asyncio.wait_for(self._scorers[variant](rows), self.settings.serve_model_timeout_s)
+        except TimeoutError:
+            breaker.failure()
+            return None, None, f"{variant} timed out after {self.settings.serve_model_timeout_s:g} s"
+        except Exception as exc:  # noqa: BLE001 - any model failure is routed around, and reported
+            breaker.failure()
+            return None, None, f"{variant} failed: {type(exc).__name__}: {str(exc)[:200]}"
+        breaker.success()
+        return probs, version, None
+
+    async def predict(self, flights: list[FlightIn]) -> list[PredictionOut]:
+        from flightline.schemas_serving import FeatureReport, PredictionOut
+
+        began = time.perf_counter()
+        policy = self._policy()
+        served = await self._read_features([f.to_request() for f in flights])
+        routed = [assign_variant(policy, f.sticky_key()) for f in flights]
+        groups: dict[str, list[int]] = {}
+        for i, variant in enumerate(routed):
+            groups.setdefault(variant, []).append(i)
+        results: list[tuple[float, str | None, str, str | None]] = [(0.0, None, FALLBACK, None)] * len(flights)
+        outcomes = await asyncio.gather(
+            *(self._score(v, [served[i].vector() for i in idx]) for v, idx in groups.items())
+        )
+        retry: list[int] = []
+        reasons: dict[int, str] = {}
+        for (variant, idx), (probs, version, error) in zip(groups.items(), outcomes, strict=True):
+            for k, i in enumerate(idx):
+                if probs is not None:
+                    results[i] = (probs[k], version, variant, None)
+                elif variant == CHALLENGER:
+                    retry.append(i)
+                    reasons[i] = error or ""
+                else:
+                    results[i] = (self.settings.serve_fallback_probability, None, FALLBACK, error)
+        if retry:  # the challenger never fails a request: its rows go to the champion
+            probs, version, error = await self._score(CHAMPION, [served[i].vector() for i in retry])
+            for k, i in enumerate(retry):
+                if probs is not None:
+                    results[i] = (probs[k], version, CHAMPION, reasons[i])
+                else:
+                    results[i] = (self.settings.serve_fallback_probability, None, FALLBACK, f"{reasons[i]}; {error}")
+        latency_ms = (time.perf_counter() - began) * 1000
+        out = []
+        for i, flight in enumerate(flights):
+            probability, version, variant, why = results[i]
+            request_id = uuid.uuid4().hex
+            feats = served[i].as_json()
+            out.append(
+                PredictionOut(
+                    request_id=request_id,
+                    delay_probability=probability,
+                    model_name=self.settings.model_name,
+                    model_version=version,
+                    variant=variant,  # type: ignore[arg-type]
+                    fallback_reason=why,
+                    features=FeatureReport(**{k: v for k, v in feats.items() if k != "values"}),
+                )
+            )
+            self._logger.log(
+                {
+                    "request_id": request_id, "model_name": self.settings.model_name, "variant": variant,
+                    "model_version": version, "is_shadow": False, "fallback_reason": why,
+                    "request": flight.model_dump(mode="json"), "features": feats, "prediction": probability,
+                    "latency_ms": latency_ms, "policy_id": policy.id,
+                }
+            )
+        if policy.shadow and CHALLENGER in self._scorers:
+            shadowed = [i for i, p in enumerate(out) if p.variant != CHALLENGER]
+            if shadowed:
+                task = asyncio.create_task(self._shadow(flights, served, out, shadowed, policy))
+                self._background.add(task)
+                task.add_done_callback(self._background.discard)
+        return out
+
+    async def _shadow(
+        self, flights: list[FlightIn], served: list[ServedFeatures], out: list[PredictionOut],
+        idx: list[int], policy: TrafficPolicy,
+    ) -> None:
+        """Score with the challenger off the response path; log, never return."""
+        began = time.perf_counter()
+        probs, version, error = await self._score(CHALLENGER, [served[i].vector() for i in idx])
+        latency_ms = (time.perf_counter() - began) * 1000
+        for k, i in enumerate(idx):
+            self._logger.log(
+                {
+                    "request_id": out[i].request_id, "model_name": self.settings.model_name, "variant": CHALLENGER,
+                    "model_version": version, "is_shadow": True, "fallback_reason": error,
+                    "request": flights[i].model_dump(mode="json"), "features": served[i].as_json(),
+                    "prediction": probs[k] if probs is not None else None, "latency_ms": latency_ms,
+                    "policy_id": policy.id,
+                }
+            )
