@@ -18,7 +18,7 @@ from __future__ import annotations
 from typing import Any
 
 import pendulum
-from airflow.sdk import Param, dag, task, task_group
+from airflow.sdk import CronDataIntervalTimetable, Param, dag, task, task_group
 
 _MONTH = r"^$|^\d{4}-(0[1-9]|1[0-2])$"
 
@@ -28,7 +28,8 @@ def _month_param(title: str, description: str) -> Param:
 
 
 @dag(
-    schedule="@monthly",
+    # one run per month, after it ends, with that month as its data interval
+    schedule=CronDataIntervalTimetable("0 0 1 * *", timezone="UTC"),
     start_date=pendulum.datetime(2013, 1, 1, tz="UTC"),
     end_date=pendulum.datetime(2013, 12, 31, tz="UTC"),
     catchup=False,
