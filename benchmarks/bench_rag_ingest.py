@@ -24,8 +24,11 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--docs", type=int, default=1000, help="SciFact documents to ingest")
     parser.add_argument("--collection", default="bench_ingest")
-    parser.add_argument("--full-collection", default="scifact",
-                        help="an ingested full SciFact collection to re-ingest unchanged (skipped if absent)")
+    parser.add_argument(
+        "--full-collection",
+        default="scifact",
+        help="an ingested full SciFact collection to re-ingest unchanged (skipped if absent)",
+    )
     args = parser.parse_args()
 
     from flightline.chunking import chunk_document, embedding_text
@@ -40,8 +43,14 @@ def main() -> None:
     texts = [
         embedding_text(d.title, chunk.text)
         for d in documents
-        for chunk in chunk_document(d.doc_id, d.title, d.text, size=settings.rag_chunk_size,
-                                    overlap=settings.rag_chunk_overlap, model_id=model_id)
+        for chunk in chunk_document(
+            d.doc_id,
+            d.title,
+            d.text,
+            size=settings.rag_chunk_size,
+            overlap=settings.rag_chunk_overlap,
+            model_id=model_id,
+        )
     ]
     embedder.embed(texts[:32])  # warm up the session
 
@@ -66,26 +75,37 @@ def main() -> None:
 
     raw_rate = len(texts) / ((raw_before + raw_after) / 2)
     ingest_rate = first.chunks / first.seconds_total
-    print(json.dumps({
-        "benchmark": "rag_ingest",
-        "documents": first.documents,
-        "chunks": first.chunks,
-        "embedding_backend": embedder.backend,
-        "embedding_threads": settings.embedding_threads,
-        "batch_size": settings.embedding_batch_size,
-        "chunk_size": settings.rag_chunk_size,
-        "chunk_overlap": settings.rag_chunk_overlap,
-        "raw_model_chunks_per_s": round(raw_rate, 1),
-        "raw_model_chunks_per_s_before_after": [round(len(texts) / raw_before, 1), round(len(texts) / raw_after, 1)],
-        "ingest_chunks_per_s": round(ingest_rate, 1),
-        "ingest_vs_raw": round(ingest_rate / raw_rate, 3),
-        "ingest_seconds": {k.removeprefix("seconds_"): round(v, 2) for k, v in first.as_dict().items()
-                           if k.startswith("seconds_")},
-        "reingest_unchanged_seconds": round(rerun_seconds, 2),
-        "reingest_embedded": rerun.embedded,
-        "full_collection_reingest_unchanged": full,
-        "load_average_1m": round(os.getloadavg()[0], 2),
-    }, indent=2))
+    print(
+        json.dumps(
+            {
+                "benchmark": "rag_ingest",
+                "documents": first.documents,
+                "chunks": first.chunks,
+                "embedding_backend": embedder.backend,
+                "embedding_threads": settings.embedding_threads,
+                "batch_size": settings.embedding_batch_size,
+                "chunk_size": settings.rag_chunk_size,
+                "chunk_overlap": settings.rag_chunk_overlap,
+                "raw_model_chunks_per_s": round(raw_rate, 1),
+                "raw_model_chunks_per_s_before_after": [
+                    round(len(texts) / raw_before, 1),
+                    round(len(texts) / raw_after, 1),
+                ],
+                "ingest_chunks_per_s": round(ingest_rate, 1),
+                "ingest_vs_raw": round(ingest_rate / raw_rate, 3),
+                "ingest_seconds": {
+                    k.removeprefix("seconds_"): round(v, 2)
+                    for k, v in first.as_dict().items()
+                    if k.startswith("seconds_")
+                },
+                "reingest_unchanged_seconds": round(rerun_seconds, 2),
+                "reingest_embedded": rerun.embedded,
+                "full_collection_reingest_unchanged": full,
+                "load_average_1m": round(os.getloadavg()[0], 2),
+            },
+            indent=2,
+        )
+    )
 
 
 def _reingest_full_collection(settings: Settings, collection: str, embedder: Embedder) -> dict[str, object] | None:
@@ -98,8 +118,13 @@ def _reingest_full_collection(settings: Settings, collection: str, embedder: Emb
     if row is None:
         return None
     report = ingest_source(settings, Path(row[0]), collection=collection, embedder=embedder)
-    return {"collection": collection, "chunks": report.chunks, "seconds": round(report.seconds_total, 2),
-            "embedded": report.embedded, "changed": report.added + report.updated + report.deleted}
+    return {
+        "collection": collection,
+        "chunks": report.chunks,
+        "seconds": round(report.seconds_total, 2),
+        "embedded": report.embedded,
+        "changed": report.added + report.updated + report.deleted,
+    }
 
 
 if __name__ == "__main__":

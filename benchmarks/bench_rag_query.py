@@ -21,7 +21,11 @@ from collections.abc import Sequence
 def _percentiles(samples_ms: Sequence[float]) -> dict[str, float]:
     ordered = sorted(samples_ms)
     pick = lambda q: ordered[min(len(ordered) - 1, int(q * len(ordered)))]  # noqa: E731
-    return {"p50_ms": round(pick(0.50), 2), "p95_ms": round(pick(0.95), 2), "mean_ms": round(statistics.fmean(ordered), 2)}
+    return {
+        "p50_ms": round(pick(0.50), 2),
+        "p95_ms": round(pick(0.95), 2),
+        "mean_ms": round(statistics.fmean(ordered), 2),
+    }
 
 
 def main() -> None:
@@ -42,21 +46,34 @@ def main() -> None:
     settings = get_settings()
     embedder = get_embedder(settings)
     claims = list(load_queries(settings.shared_data_dir / "scifact" / "queries.jsonl").values())[: args.queries]
-    result: dict[str, object] = {"benchmark": "rag_query", "collection": args.collection, "queries": len(claims),
-                                 "k": args.k, "embedding_backend": embedder.backend}
+    result: dict[str, object] = {
+        "benchmark": "rag_query",
+        "collection": args.collection,
+        "queries": len(claims),
+        "k": args.k,
+        "embedding_backend": embedder.backend,
+    }
     with database.connect(settings, settings.warehouse_db) as conn:
         info = collection_info(conn, args.collection)
         result["chunks"] = info.chunk_count
         latency: dict[str, object] = {}
         for mode in ("dense", "lexical", "hybrid"):
             for claim in claims[:10]:  # warm caches
-                search(SearchRequest(query=claim, k=args.k, mode=mode, collection=args.collection),
-                       settings=settings, embedder=embedder, conn=conn)
+                search(
+                    SearchRequest(query=claim, k=args.k, mode=mode, collection=args.collection),
+                    settings=settings,
+                    embedder=embedder,
+                    conn=conn,
+                )
             samples = []
             for claim in claims:
                 started = time.perf_counter()
-                search(SearchRequest(query=claim, k=args.k, mode=mode, collection=args.collection),
-                       settings=settings, embedder=embedder, conn=conn)
+                search(
+                    SearchRequest(query=claim, k=args.k, mode=mode, collection=args.collection),
+                    settings=settings,
+                    embedder=embedder,
+                    conn=conn,
+                )
                 samples.append((time.perf_counter() - started) * 1000)
             latency[mode] = _percentiles(samples)
         embed_samples = []
@@ -70,15 +87,22 @@ def main() -> None:
         vectors = embedder.embed(claims)
         recall: dict[str, object] = {}
         for depth in (10, 100):
-            exact = [{h.chunk_id for h in dense_hits(conn, info.name, v, limit=depth, ef_search=depth, exact=True)}
-                     for v in vectors]
+            exact = [
+                {h.chunk_id for h in dense_hits(conn, info.name, v, limit=depth, ef_search=depth, exact=True)}
+                for v in vectors
+            ]
             for ef in sorted({max(ef, depth) for ef in (10, 40, settings.rag_hnsw_ef_search, 200)}):
-                approx = [{h.chunk_id for h in dense_hits(conn, info.name, v, limit=depth, ef_search=ef)} for v in vectors]
+                approx = [
+                    {h.chunk_id for h in dense_hits(conn, info.name, v, limit=depth, ef_search=ef)} for v in vectors
+                ]
                 overlap = [len(a & e) / len(e) for a, e in zip(approx, exact, strict=True) if e]
                 recall[f"recall@{depth}_ef_search_{ef}"] = round(statistics.fmean(overlap), 4)
         result["hnsw_recall_vs_exact"] = recall
-        result["hnsw"] = {"m": settings.rag_hnsw_m, "ef_construction": settings.rag_hnsw_ef_construction,
-                          "ef_search": settings.rag_hnsw_ef_search}
+        result["hnsw"] = {
+            "m": settings.rag_hnsw_m,
+            "ef_construction": settings.rag_hnsw_ef_construction,
+            "ef_search": settings.rag_hnsw_ef_search,
+        }
 
     if args.url:
         import httpx
@@ -89,8 +113,10 @@ def main() -> None:
                 samples = []
                 for claim in claims:
                     started = time.perf_counter()
-                    response = client.post("/v1/rag/search", json={"query": claim, "k": args.k, "mode": mode,
-                                                                   "collection": args.collection})
+                    response = client.post(
+                        "/v1/rag/search",
+                        json={"query": claim, "k": args.k, "mode": mode, "collection": args.collection},
+                    )
                     response.raise_for_status()
                     samples.append((time.perf_counter() - started) * 1000)
                 http[mode] = _percentiles(samples)

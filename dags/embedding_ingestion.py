@@ -20,9 +20,7 @@ RAG_CHUNKS = Asset(name="rag_chunks", uri="flightline://rag/chunks")
 
 
 @dag(
-    schedule=AssetOrTimeSchedule(
-        timetable=CronTriggerTimetable("0 3 * * *", timezone="UTC"), assets=RAG_DOCUMENTS
-    ),
+    schedule=AssetOrTimeSchedule(timetable=CronTriggerTimetable("0 3 * * *", timezone="UTC"), assets=RAG_DOCUMENTS),
     start_date=pendulum.datetime(2026, 1, 1, tz="UTC"),
     catchup=False,
     max_active_runs=1,
@@ -52,8 +50,11 @@ def embedding_ingestion() -> None:
         source = Path(str(params["source"])) if params["source"] else settings.shared_data_dir / "scifact"
         try:
             report = ingestion.ingest_source(
-                settings, source, collection=str(params["collection"]),
-                chunk_size=params["chunk_size"], chunk_overlap=params["chunk_overlap"],  # type: ignore[arg-type]
+                settings,
+                source,
+                collection=str(params["collection"]),
+                chunk_size=params["chunk_size"],
+                chunk_overlap=params["chunk_overlap"],  # type: ignore[arg-type]
             )
         except (NotFoundError, FlightlineConfigError) as exc:  # retrying cannot fix a bad source or setting
             raise AirflowFailException(str(exc)) from exc
@@ -74,12 +75,17 @@ def embedding_ingestion() -> None:
         evaluation = None
         if changed and labelled:
             evaluation = rag_eval.evaluate(
-                settings, collection=str(report["collection"]), dataset_dir=dataset,
+                settings,
+                collection=str(report["collection"]),
+                dataset_dir=dataset,
                 max_queries=params["eval_max_queries"],  # type: ignore[arg-type]
             )
         run_id = rag_eval.record_ingestion_run(settings, report, evaluation)
-        return {"mlflow_run_id": run_id, "evaluated": evaluation is not None,
-                "metrics": rag_eval.metrics_for_mlflow(evaluation) if evaluation else {}}
+        return {
+            "mlflow_run_id": run_id,
+            "evaluated": evaluation is not None,
+            "metrics": rag_eval.metrics_for_mlflow(evaluation) if evaluation else {},
+        }
 
     evaluate_and_record(sync())
 

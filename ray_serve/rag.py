@@ -67,6 +67,6 @@ def build_retrieval_service(args: dict[str, Any]) -> Application:
     options: dict[str, Any] = {"num_cpus": parsed.num_cpus}
     if parsed.env:
         options["runtime_env"] = {"env_vars": parsed.env}
-    return RetrievalService.options(
-        ray_actor_options=options, max_ongoing_requests=parsed.max_ongoing_requests
-    ).bind(pool_size=parsed.pool_size)
+    return RetrievalService.options(ray_actor_options=options, max_ongoing_requests=parsed.max_ongoing_requests).bind(
+        pool_size=parsed.pool_size
+    )

@@ -69,9 +69,7 @@ def content_hash(model_id: str, title: str | None, text: str) -> str:
     return digest.hexdigest()
 
 
-def chunk_document(
-    doc_id: str, title: str | None, text: str, *, size: int, overlap: int, model_id: str
-) -> list[Chunk]:
+def chunk_document(doc_id: str, title: str | None, text: str, *, size: int, overlap: int, model_id: str) -> list[Chunk]:
     """The chunks of one document, with content hashes. A document with no words gets no chunks."""
     return [
         Chunk(doc_id=doc_id, chunk_index=index, text=window, content_hash=content_hash(model_id, title, window))

@@ -13,7 +13,9 @@ rag_app = typer.Typer(help="Embeddings, pgvector ingestion and hybrid retrieval.
 
 @rag_app.command()
 def ingest(
-    source: Annotated[Path | None, typer.Option(help="folder of .txt/.md files or a BEIR corpus; default: SciFact")] = None,
+    source: Annotated[
+        Path | None, typer.Option(help="folder of .txt/.md files or a BEIR corpus; default: SciFact")
+    ] = None,
     collection: Annotated[str, typer.Option(help="collection name")] = "scifact",
     chunk_size: Annotated[int | None, typer.Option(help="words per chunk; default: setting")] = None,
     chunk_overlap: Annotated[int | None, typer.Option(help="overlapping words; default: setting")] = None,
@@ -25,8 +27,11 @@ def ingest(
 
     settings = get_settings()
     report = ingestion.ingest_source(
-        settings, source or settings.shared_data_dir / "scifact", collection=collection,
-        chunk_size=chunk_size, chunk_overlap=chunk_overlap,
+        settings,
+        source or settings.shared_data_dir / "scifact",
+        collection=collection,
+        chunk_size=chunk_size,
+        chunk_overlap=chunk_overlap,
     )
     typer.echo(json.dumps(report.as_dict(), indent=2))
     if record:
@@ -52,7 +57,9 @@ def search(
 @rag_app.command("eval")
 def evaluate(
     collection: Annotated[str, typer.Option()] = "scifact",
-    dataset: Annotated[Path | None, typer.Option(help="BEIR folder with queries.jsonl and qrels/; default: SciFact")] = None,
+    dataset: Annotated[
+        Path | None, typer.Option(help="BEIR folder with queries.jsonl and qrels/; default: SciFact")
+    ] = None,
     split: Annotated[str, typer.Option(help="qrels split")] = "train",
     max_queries: Annotated[int | None, typer.Option(help="evaluate the first N labelled queries only")] = None,
     record: Annotated[bool, typer.Option(help="log the metrics to MLflow")] = True,
@@ -70,10 +77,17 @@ def evaluate(
         run_id = rag_eval.log_to_mlflow(
             settings,
             run_name=f"eval-{collection}",
-            params={"collection": collection, "split": split, "max_queries": max_queries,
-                    "rrf_k": settings.rag_rrf_k, "candidates": settings.rag_candidates,
-                    "bm25_k1": settings.rag_bm25_k1, "bm25_b": settings.rag_bm25_b,
-                    "hnsw_ef_search": settings.rag_hnsw_ef_search, "embedding_backend": settings.embedding_backend},
+            params={
+                "collection": collection,
+                "split": split,
+                "max_queries": max_queries,
+                "rrf_k": settings.rag_rrf_k,
+                "candidates": settings.rag_candidates,
+                "bm25_k1": settings.rag_bm25_k1,
+                "bm25_b": settings.rag_bm25_b,
+                "hnsw_ef_search": settings.rag_hnsw_ef_search,
+                "embedding_backend": settings.embedding_backend,
+            },
             metrics=rag_eval.metrics_for_mlflow(report),
             tags={"flightline.kind": "rag-eval"},
         )

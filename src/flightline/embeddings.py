@@ -84,9 +84,7 @@ def _load_tokenizer() -> object:
     return tokenizer
 
 
-def _batched_in_length_order(
-    texts: Sequence[str], batch_size: int
-) -> list[list[int]]:
+def _batched_in_length_order(texts: Sequence[str], batch_size: int) -> list[list[int]]:
     """Index batches over texts sorted by length (longest first), so each batch pads little."""
     order = sorted(range(len(texts)), key=lambda i: len(texts[i]), reverse=True)
     return [order[start : start + batch_size] for start in range(0, len(order), batch_size)]
@@ -129,11 +127,7 @@ class OnnxEmbedder:
 
     def count_tokens(self, texts: Sequence[str]) -> int:
         with self._lock:
-            self._tokenizer.no_padding()  # type: ignore[attr-defined]
-            try:
-                return sum(len(e.ids) for e in self._tokenizer.encode_batch(list(texts)))  # type: ignore[attr-defined]
-            finally:
-                self._tokenizer.enable_padding(pad_id=0, pad_token="[PAD]")  # type: ignore[attr-defined]
+            return _count_tokens(self._tokenizer, texts)
 
 
 class TorchEmbedder:
@@ -162,16 +156,19 @@ class TorchEmbedder:
 
     def count_tokens(self, texts: Sequence[str]) -> int:
         with self._lock:
-            self._tokenizer.no_padding()  # type: ignore[attr-defined]
-            try:
-                return sum(len(e.ids) for e in self._tokenizer.encode_batch(list(texts)))  # type: ignore[attr-defined]
-            finally:
-                self._tokenizer.enable_padding(pad_id=0, pad_token="[PAD]")  # type: ignore[attr-defined]
+            return _count_tokens(self._tokenizer, texts)
 
 
-def _mean_pool_normalise(
-    hidden: npt.NDArray[np.float32], mask: npt.NDArray[np.int64]
-) -> npt.NDArray[np.float32]:
+def _count_tokens(tokenizer: object, texts: Sequence[str]) -> int:
+    """Tokens per text without padding (the caller holds the lock that guards the padding state)."""
+    tokenizer.no_padding()  # type: ignore[attr-defined]
+    try:
+        return sum(len(e.ids) for e in tokenizer.encode_batch(list(texts)))  # type: ignore[attr-defined]
+    finally:
+        tokenizer.enable_padding(pad_id=0, pad_token="[PAD]")  # type: ignore[attr-defined]
+
+
+def _mean_pool_normalise(hidden: npt.NDArray[np.float32], mask: npt.NDArray[np.int64]) -> npt.NDArray[np.float32]:
     import numpy as np
 
     weights = mask[:, :, None].astype(np.float32)
@@ -245,7 +242,9 @@ def _export_fp32(target: Path) -> None:
             super().__init__()
             self.bert = AutoModel.from_pretrained(str(model_path())).eval()
 
-        def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor, token_type_ids: torch.Tensor) -> torch.Tensor:
+        def forward(
+            self, input_ids: torch.Tensor, attention_mask: torch.Tensor, token_type_ids: torch.Tensor
+        ) -> torch.Tensor:
             outputs = self.bert(input_ids=input_ids, attention_mask=attention_mask, token_type_ids=token_type_ids)
             return outputs.last_hidden_state  # type: ignore[no-any-return]
 
@@ -259,7 +258,10 @@ def _export_fp32(target: Path) -> None:
             str(partial),
             input_names=["input_ids", "attention_mask", "token_type_ids"],
             output_names=["last_hidden_state"],
-            dynamic_axes={name: {0: "batch", 1: "sequence"} for name in ("input_ids", "attention_mask", "token_type_ids", "last_hidden_state")},
+            dynamic_axes={
+                name: {0: "batch", 1: "sequence"}
+                for name in ("input_ids", "attention_mask", "token_type_ids", "last_hidden_state")
+            },
             opset_version=17,
             dynamo=False,
         )
@@ -284,9 +286,7 @@ def _check_against_torch(onnx_file: Path, backend: Backend, settings: Settings) 
     from flightline.errors import FlightlineConfigError
 
     reference = TorchEmbedder(threads=settings.embedding_threads).embed(_EXPORT_CHECK_TEXTS)
-    candidate = OnnxEmbedder(onnx_file, backend=backend, threads=settings.embedding_threads).embed(
-        _EXPORT_CHECK_TEXTS
-    )
+    candidate = OnnxEmbedder(onnx_file, backend=backend, threads=settings.embedding_threads).embed(_EXPORT_CHECK_TEXTS)
     distances = 1.0 - np.sum(reference * candidate, axis=1)
     mean, worst = float(distances.mean()), float(distances.max())
     if mean > _EXPORT_COSINE_TOLERANCE or worst > 2 * _EXPORT_COSINE_TOLERANCE:

@@ -17,7 +17,6 @@ collection, never a half-written one, and two runs of the same collection queue 
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import time
@@ -136,7 +135,9 @@ def _load_folder(folder: Path) -> list[Document]:
         metadata: dict[str, object] = {"path": relative, "format": "markdown" if is_markdown else "text"}
         if len(path.relative_to(folder).parts) > 1:
             metadata["folder"] = path.relative_to(folder).parts[0]
-        documents.append(Document(doc_id=relative, title=_title_of(text, path, is_markdown), text=text, metadata=metadata))
+        documents.append(
+            Document(doc_id=relative, title=_title_of(text, path, is_markdown), text=text, metadata=metadata)
+        )
     return documents
 
 
@@ -155,16 +156,6 @@ def _reject_duplicate_ids(documents: Sequence[Document], source: Path) -> None:
         if document.doc_id in seen:
             raise DataValidationError(f"document id {document.doc_id!r} appears twice in {source}; ids must be unique")
         seen.add(document.doc_id)
-
-
-def fingerprint_source(source: Path) -> str:
-    """A cheap fingerprint of a source (paths, sizes, mtimes): it changes when any file changes."""
-    digest = hashlib.sha256()
-    files = [source] if source.is_file() else sorted(p for p in source.rglob("*") if p.is_file())
-    for path in files:
-        stat = path.stat()
-        digest.update(f"{path}\0{stat.st_size}\0{stat.st_mtime_ns}\n".encode())
-    return digest.hexdigest()
 
 
 # ---- schema ----------------------------------------------------------------------------------------
@@ -226,7 +217,8 @@ def ensure_schema(conn: psycopg.Connection, settings: Settings) -> None:
         conn.execute("create index if not exists rag_chunks_metadata on rag_chunks using gin (metadata jsonb_path_ops)")
         conn.execute("create index if not exists rag_postings_chunk on rag_postings (collection, chunk_id)")
         conn.execute(
-            "create index if not exists rag_chunks_embedding_hnsw on rag_chunks using hnsw (embedding vector_cosine_ops) "
+            "create index if not exists rag_chunks_embedding_hnsw on rag_chunks "
+            "using hnsw (embedding vector_cosine_ops) "
             f"with (m = {int(settings.rag_hnsw_m)}, ef_construction = {int(settings.rag_hnsw_ef_construction)})"
         )
 
@@ -286,7 +278,9 @@ def sync_collection(
         metadata_json = json.dumps(document.metadata, sort_keys=True, default=str)
         # a document with a title and no body is still findable by its title
         body = document.text if document.text.strip() else (document.title or "")
-        for chunk in chunk_document(document.doc_id, document.title, body, size=size, overlap=overlap, model_id=model_id):
+        for chunk in chunk_document(
+            document.doc_id, document.title, body, size=size, overlap=overlap, model_id=model_id
+        ):
             planned[chunk.chunk_id] = _PlannedChunk(chunk, document.title, metadata_json)
     report.chunks = len(planned)
     report.seconds_chunk = time.perf_counter() - step
@@ -320,7 +314,9 @@ def sync_collection(
             report.deleted = len(to_delete)
 
             step = time.perf_counter()
-            vectors = _vectors_for(conn, collection, to_write, embedder, batch_size or settings.embedding_batch_size, report)
+            vectors = _vectors_for(
+                conn, collection, to_write, embedder, batch_size or settings.embedding_batch_size, report
+            )
             report.seconds_embed = time.perf_counter() - step
 
             step = time.perf_counter()
@@ -333,7 +329,8 @@ def sync_collection(
             _insert_chunks(conn, collection, to_write, vectors)
             for plan in metadata_only:
                 conn.execute(
-                    "update rag_chunks set metadata = %s::jsonb, updated_at = now() where collection = %s and chunk_id = %s",
+                    "update rag_chunks set metadata = %s::jsonb, updated_at = now() "
+                    "where collection = %s and chunk_id = %s",
                     (plan.metadata_json, collection, plan.chunk.chunk_id),
                 )
             _refresh_collection_stats(conn, collection)
@@ -386,7 +383,8 @@ def _upsert_collection_row(
 ) -> None:
     conn.execute(
         """
-        insert into rag_collections (name, source, embedding_model, embedding_version, dimension, chunk_size, chunk_overlap)
+        insert into rag_collections
+            (name, source, embedding_model, embedding_version, dimension, chunk_size, chunk_overlap)
         values (%s, %s, %s, %s, %s, %s, %s)
         on conflict (name) do update set
             source = excluded.source, embedding_model = excluded.embedding_model,
@@ -437,14 +435,24 @@ def _insert_chunks(
         return
     with conn.cursor() as cursor:
         with cursor.copy(
-            "copy rag_chunks (collection, chunk_id, doc_id, chunk_index, title, text, metadata, content_hash, embedding) "
+            "copy rag_chunks "
+            "(collection, chunk_id, doc_id, chunk_index, title, text, metadata, content_hash, embedding) "
             "from stdin"
         ) as copy:
             for plan, vector in zip(plans, vectors, strict=True):
                 chunk = plan.chunk
                 copy.write_row(
-                    (collection, chunk.chunk_id, chunk.doc_id, chunk.chunk_index, plan.title, chunk.text,
-                     plan.metadata_json, chunk.content_hash, vector)
+                    (
+                        collection,
+                        chunk.chunk_id,
+                        chunk.doc_id,
+                        chunk.chunk_index,
+                        plan.title,
+                        chunk.text,
+                        plan.metadata_json,
+                        chunk.content_hash,
+                        vector,
+                    )
                 )
     conn.execute(
         f"""

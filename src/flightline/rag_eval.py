@@ -135,20 +135,27 @@ def evaluate(
     embedder = embedder or get_embedder(settings)
     with database.connect(settings, settings.warehouse_db) as conn:
         info = retrieval.collection_info(conn, collection)
-        stored = {row[0] for row in conn.execute("select distinct doc_id from rag_chunks where collection = %s", (collection,))}
+        stored = {
+            row[0]
+            for row in conn.execute("select distinct doc_id from rag_chunks where collection = %s", (collection,))
+        }
         labelled = {
             qid: {doc: gain for doc, gain in docs.items() if doc in stored}
             for qid, docs in qrels.items()
             if qid in queries
         }
-        query_ids = sorted(qid for qid, docs in labelled.items() if any(gain > 0 for gain in docs.values()))[:max_queries]
+        query_ids = sorted(qid for qid, docs in labelled.items() if any(gain > 0 for gain in docs.values()))[
+            :max_queries
+        ]
         if not query_ids:
             raise DataValidationError(
                 f"no {split} query has a relevant document in collection {collection!r}; ingest {dataset_dir} first"
             )
         vectors = embedder.embed([queries[qid] for qid in query_ids])
         report = EvalReport(collection=collection, split=split, queries=len(query_ids))
-        doc_of = dict(conn.execute("select chunk_id, doc_id from rag_chunks where collection = %s", (collection,)).fetchall())
+        doc_of = dict(
+            conn.execute("select chunk_id, doc_id from rag_chunks where collection = %s", (collection,)).fetchall()
+        )
         for mode in modes:
             started = time.perf_counter()
             scores: list[tuple[float, float, float]] = []
@@ -159,7 +166,11 @@ def evaluate(
                 ranking = dedupe_documents([doc_of[hit.chunk_id] for hit in hits])
                 relevance = labelled[qid]
                 scores.append(
-                    (ndcg_at_k(ranking, relevance, 10), recall_at_k(ranking, relevance, 10), recall_at_k(ranking, relevance, 100))
+                    (
+                        ndcg_at_k(ranking, relevance, 10),
+                        recall_at_k(ranking, relevance, 10),
+                        recall_at_k(ranking, relevance, 100),
+                    )
                 )
             report.modes[mode] = ModeMetrics(
                 ndcg_at_10=sum(s[0] for s in scores) / len(scores),
@@ -201,23 +212,31 @@ def log_to_mlflow(
         return str(run.info.run_id)
 
 
-def record_ingestion_run(
-    settings: Settings, ingest: Mapping[str, object], evaluation: EvalReport | None = None
-) -> str:
+def record_ingestion_run(settings: Settings, ingest: Mapping[str, object], evaluation: EvalReport | None = None) -> str:
     """Log one ingestion run: collection, model and version, chunk settings as params; counts,
     timings and (when evaluated) retrieval metrics as metrics. Returns the MLflow run id."""
     params = {
         key: ingest[key]
         for key in (
-            "collection", "source", "embedding_model", "embedding_version", "embedding_backend",
-            "chunk_size", "chunk_overlap",
+            "collection",
+            "source",
+            "embedding_model",
+            "embedding_version",
+            "embedding_backend",
+            "chunk_size",
+            "chunk_overlap",
         )
     }
-    metrics = {key: float(value) for key, value in ingest.items() if isinstance(value, int | float) and key not in params}
+    metrics = {
+        key: float(value) for key, value in ingest.items() if isinstance(value, int | float) and key not in params
+    }
     if evaluation is not None:
         params["eval_split"] = evaluation.split
         metrics.update(metrics_for_mlflow(evaluation))
     return log_to_mlflow(
-        settings, run_name=f"ingest-{ingest['collection']}", params=params, metrics=metrics,
+        settings,
+        run_name=f"ingest-{ingest['collection']}",
+        params=params,
+        metrics=metrics,
         tags={"flightline.kind": "rag-ingestion"},
     )

@@ -262,8 +262,14 @@ def search(
     _check_model(info, embedder)
     vector = None if request.mode == "lexical" else embedder.embed([request.query])[0]
     hits = retrieve(
-        conn, info, settings, query=request.query, query_vector=vector, mode=request.mode,
-        limit=request.k, filters=request.filters,
+        conn,
+        info,
+        settings,
+        query=request.query,
+        query_vector=vector,
+        mode=request.mode,
+        limit=request.k,
+        filters=request.filters,
     )
     return _response(conn, info.name, request.mode, hits)
 
@@ -294,8 +300,13 @@ def _response(conn: psycopg.Connection, collection: str, mode: SearchMode, hits:
         chunk_id, doc_id, chunk_index, title, text, metadata = rows[hit.chunk_id]
         results.append(
             SearchResult(
-                doc_id=doc_id, chunk_id=chunk_id, chunk_index=chunk_index, score=hit.score,
-                text=text, title=title, metadata=metadata,
+                doc_id=doc_id,
+                chunk_id=chunk_id,
+                chunk_index=chunk_index,
+                score=hit.score,
+                text=text,
+                title=title,
+                metadata=metadata,
             )
         )
     return SearchResponse(collection=collection, mode=mode, results=results)

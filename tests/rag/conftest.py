@@ -46,4 +46,3 @@ def scifact_subset(platform: Settings, embedder: Embedder) -> Iterator[str]:
     sync_collection(platform, SUBSET_COLLECTION, subset, source=str(scifact), embedder=embedder)
     yield SUBSET_COLLECTION
     drop_collection(platform, SUBSET_COLLECTION)
-

@@ -14,7 +14,7 @@ def test_windows_overlap_by_the_setting() -> None:
     assert windows[0].split() == words[0:10]
     assert windows[1].split() == words[7:17]
     assert windows[-1].split()[-1] == "w24"
-    for first, second in zip(windows, windows[1:]):
+    for first, second in zip(windows, windows[1:], strict=False):
         assert first.split()[-3:] == second.split()[:3]
 
 
@@ -61,7 +61,7 @@ def test_chunk_ids_and_hashes_are_stable_across_runs() -> None:
     assert first == again
     assert [c.chunk_id for c in first] == ["doc-1#0", "doc-1#1", "doc-1#2"]
     edited = chunk_document("doc-1", "T", text.replace("w45", "changed"), size=20, overlap=5, model_id="m")
-    assert [a.content_hash == b.content_hash for a, b in zip(first, edited)] == [True, True, False]
+    assert [a.content_hash == b.content_hash for a, b in zip(first, edited, strict=False)] == [True, True, False]
 
 
 def test_embedding_text_prefixes_the_title() -> None:

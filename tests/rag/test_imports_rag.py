@@ -12,8 +12,15 @@ HEAVY = ("torch", "onnxruntime", "sentence_transformers", "transformers", "mlflo
 
 @pytest.mark.parametrize(
     "module",
-    ["flightline.embeddings", "flightline.chunking", "flightline.ingestion", "flightline.retrieval",
-     "flightline.rag_eval", "flightline.schemas_rag", "flightline.cli_rag"],
+    [
+        "flightline.embeddings",
+        "flightline.chunking",
+        "flightline.ingestion",
+        "flightline.retrieval",
+        "flightline.rag_eval",
+        "flightline.schemas_rag",
+        "flightline.cli_rag",
+    ],
 )
 def test_rag_module_imports_no_heavy_library(module: str) -> None:
     probe = f"import {module}, sys; print(','.join(m for m in {HEAVY!r} if m in sys.modules))"

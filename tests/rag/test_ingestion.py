@@ -84,37 +84,57 @@ def test_rerun_edit_and_delete(platform: Settings, embedder: Embedder, tmp_path:
     assert (deleted.deleted, deleted.embedded) == (1, 0)
     assert not any(chunk_id.startswith("beta.txt") for chunk_id in _rows(platform, collection))
     for mode in ("dense", "lexical", "hybrid"):
-        response = search(SearchRequest(query="beta3 beta4", collection=collection, mode=mode, k=10),
-                          settings=platform, embedder=embedder)
+        response = search(
+            SearchRequest(query="beta3 beta4", collection=collection, mode=mode, k=10),
+            settings=platform,
+            embedder=embedder,
+        )
         assert "beta.txt" not in {result.doc_id for result in response.results}
 
 
-def test_search_results_filters_and_metadata(platform: Settings, embedder: Embedder, tmp_path: Path, collection: str) -> None:
+def test_search_results_filters_and_metadata(
+    platform: Settings, embedder: Embedder, tmp_path: Path, collection: str
+) -> None:
     _write(
         tmp_path,
         {
             "cooking/pasta.md": "# Pasta\n\nBoil the spaghetti in salted water and serve with tomato sauce.",
             "cooking/bread.txt": "Knead the dough, let the bread rise overnight, then bake it in a hot oven.",
-            "space/rockets.md": "# Rockets\n\nA rocket engine burns propellant to produce thrust for launch into orbit.",
+            "space/rockets.md": "# Rockets\n\nA rocket engine burns propellant to make thrust for launch into orbit.",
         },
     )
     ingest_source(platform, tmp_path, collection=collection, embedder=embedder, **CHUNK)
     for mode in ("dense", "lexical", "hybrid"):
-        top = search(SearchRequest(query="launching a rocket into orbit", collection=collection, mode=mode, k=3),
-                     settings=platform, embedder=embedder).results
+        top = search(
+            SearchRequest(query="launching a rocket into orbit", collection=collection, mode=mode, k=3),
+            settings=platform,
+            embedder=embedder,
+        ).results
         assert top[0].doc_id == "space/rockets.md", mode
         assert top[0].title == "Rockets" and top[0].chunk_id == "space/rockets.md#0"
         assert [r.score for r in top] == sorted((r.score for r in top), reverse=True)
     only_cooking = search(
-        SearchRequest(query="launching a rocket into orbit", collection=collection, mode="dense", k=5,
-                      filters={"folder": "cooking"}),
-        settings=platform, embedder=embedder,
+        SearchRequest(
+            query="launching a rocket into orbit",
+            collection=collection,
+            mode="dense",
+            k=5,
+            filters={"folder": "cooking"},
+        ),
+        settings=platform,
+        embedder=embedder,
     ).results
     assert {r.doc_id for r in only_cooking} == {"cooking/pasta.md", "cooking/bread.txt"}
     markdown_or_bread = search(
-        SearchRequest(query="bread pasta rocket", collection=collection, mode="hybrid", k=5,
-                      filters={"format": "markdown", "doc_id": ["cooking/pasta.md", "cooking/bread.txt"]}),
-        settings=platform, embedder=embedder,
+        SearchRequest(
+            query="bread pasta rocket",
+            collection=collection,
+            mode="hybrid",
+            k=5,
+            filters={"format": "markdown", "doc_id": ["cooking/pasta.md", "cooking/bread.txt"]},
+        ),
+        settings=platform,
+        embedder=embedder,
     ).results
     assert [r.doc_id for r in markdown_or_bread] == ["cooking/pasta.md"]
     assert markdown_or_bread[0].metadata == {"path": "cooking/pasta.md", "format": "markdown", "folder": "cooking"}
@@ -126,22 +146,33 @@ def test_empty_collection_and_very_long_document(
     empty = ingest_source(platform, tmp_path, collection=collection, embedder=embedder)
     assert (empty.documents, empty.chunks) == (0, 0)
     for mode in ("dense", "lexical", "hybrid"):
-        assert search(SearchRequest(query="anything", collection=collection, mode=mode),
-                      settings=platform, embedder=embedder).results == []
+        assert (
+            search(
+                SearchRequest(query="anything", collection=collection, mode=mode), settings=platform, embedder=embedder
+            ).results
+            == []
+        )
 
     # 12,000 words: 75 chunks at 200/40; a word near the end is found in the last chunks
     _write(tmp_path, {"long.txt": _words("w", 12_000) + " zeppelin"})
     report = ingest_source(platform, tmp_path, collection=collection, embedder=embedder)
     assert report.chunks == 75
-    hits = search(SearchRequest(query="zeppelin", collection=collection, mode="lexical", k=3),
-                  settings=platform, embedder=embedder).results
+    hits = search(
+        SearchRequest(query="zeppelin", collection=collection, mode="lexical", k=3),
+        settings=platform,
+        embedder=embedder,
+    ).results
     assert [hit.chunk_id for hit in hits] == ["long.txt#74"]
 
     # emptying the folder empties the collection
     (tmp_path / "long.txt").unlink()
     assert ingest_source(platform, tmp_path, collection=collection, embedder=embedder).deleted == 75
-    assert search(SearchRequest(query="zeppelin", collection=collection, mode="hybrid"),
-                  settings=platform, embedder=embedder).results == []
+    assert (
+        search(
+            SearchRequest(query="zeppelin", collection=collection, mode="hybrid"), settings=platform, embedder=embedder
+        ).results
+        == []
+    )
 
 
 def test_unknown_collection_and_missing_source(platform: Settings, embedder: Embedder, tmp_path: Path) -> None:

@@ -22,8 +22,15 @@ def rag_url(platform: Settings, scifact_subset: str) -> Iterator[str]:
     from ray_serve.rag_app import build_app
 
     env = {**platform.as_env(), "PYTHONPATH": str(platform.project_dir)}
-    ray.init(num_cpus=2, include_dashboard=False, _temp_dir=str(platform.home / "ray"),
-             runtime_env={"env_vars": env}, log_to_driver=False)
+    # address="local": a new cluster of our own, never another engineer's `ray start` cluster on this machine
+    ray.init(
+        address="local",
+        num_cpus=2,
+        include_dashboard=False,
+        _temp_dir=str(platform.home / "ray"),
+        runtime_env={"env_vars": env},
+        log_to_driver=False,
+    )
     try:
         serve.start(http_options={"host": platform.host, "port": platform.serve_port})
         serve.run(build_app({"pool_size": 2}), name="rag", route_prefix="/")
@@ -34,8 +41,13 @@ def rag_url(platform: Settings, scifact_subset: str) -> Iterator[str]:
 
 
 def test_search_returns_one_entry_per_chunk_best_first(rag_url: str, scifact_subset: str) -> None:
-    body = {"query": "1 in 5 million in UK have abnormal PrP positivity.", "k": 5, "mode": "hybrid",
-            "collection": scifact_subset, "filters": {}}
+    body = {
+        "query": "1 in 5 million in UK have abnormal PrP positivity.",
+        "k": 5,
+        "mode": "hybrid",
+        "collection": scifact_subset,
+        "filters": {},
+    }
     response = httpx.post(f"{rag_url}/v1/rag/search", json=body, timeout=30)
     assert response.status_code == 200, response.text
     results = response.json()["results"]
@@ -47,8 +59,13 @@ def test_search_returns_one_entry_per_chunk_best_first(rag_url: str, scifact_sub
 
 
 def test_search_filters_by_doc_id(rag_url: str, scifact_subset: str) -> None:
-    body = {"query": "prion protein", "k": 10, "mode": "dense", "collection": scifact_subset,
-            "filters": {"doc_id": ["13734012"]}}
+    body = {
+        "query": "prion protein",
+        "k": 10,
+        "mode": "dense",
+        "collection": scifact_subset,
+        "filters": {"doc_id": ["13734012"]},
+    }
     results = httpx.post(f"{rag_url}/v1/rag/search", json=body, timeout=30).json()["results"]
     assert results and {r["doc_id"] for r in results} == {"13734012"}
 
@@ -76,9 +93,14 @@ def test_unknown_collection_gets_404(rag_url: str) -> None:
 
 
 def test_embeddings_are_openai_shaped_and_normalised(rag_url: str) -> None:
-    response = httpx.post(f"{rag_url}/v1/embeddings",
-                          json={"input": ["a cat sat on the mat", "quantum chromodynamics"],
-                                "model": "sentence-transformers/all-MiniLM-L6-v2"}, timeout=30)
+    response = httpx.post(
+        f"{rag_url}/v1/embeddings",
+        json={
+            "input": ["a cat sat on the mat", "quantum chromodynamics"],
+            "model": "sentence-transformers/all-MiniLM-L6-v2",
+        },
+        timeout=30,
+    )
     assert response.status_code == 200, response.text
     body = response.json()
     assert body["object"] == "list" and body["model"] == "sentence-transformers/all-MiniLM-L6-v2"
