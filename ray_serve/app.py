@@ -41,8 +41,12 @@ class AppArgs(BaseModel):
     """Builder arguments (serve config ``args``)."""
 
     rag: bool = Field(default=True, description="compose RetrievalService for /v1/embeddings and /v1/rag/search")
+    colocate_models: bool = Field(
+        default=True,
+        description="load champion and challenger inside the router (one Ray hop less per request; see the "
+        "README's serving benchmark) instead of calling the champion/challenger deployments",
+    )
     rag_args: dict[str, Any] = Field(default_factory=dict, description="RetrievalServiceArgs")
-    env: dict[str, str] = Field(default_factory=dict, description="FLIGHTLINE_* for every replica")
 
 
 @serve.deployment(
@@ -54,14 +58,22 @@ class AppArgs(BaseModel):
 @serve.ingress(api)
 class FlightRouter:
     def __init__(
-        self, champion: DeploymentHandle, challenger: DeploymentHandle, retrieval: DeploymentHandle | None = None
+        self, models: dict[str, DeploymentHandle] | None = None, retrieval: DeploymentHandle | None = None
     ) -> None:
+        """``models``: alias -> model deployment handle; None loads both aliases in this replica."""
         from flightline import serving
         from flightline.config import get_settings
 
         self._settings = get_settings()
         serving.ensure_tables(self._settings)
-        self._handles = {serving.CHAMPION: champion, serving.CHALLENGER: challenger}
+        self._handles = models or {}
+        self._local: dict[str, serving.AliasedModel] = {}
+        self._followers = []
+        if models is None:
+            for alias in (serving.CHAMPION, serving.CHALLENGER):
+                self._local[alias] = serving.AliasedModel(self._settings, alias)
+                self._local[alias].refresh()
+                self._followers.append(self._local[alias].follow(self._settings.serve_model_poll_s))
         self._retrieval = retrieval
         self._logger = serving.PredictionLogger(self._settings)
         self._policy = serving.DEFAULT_POLICY
@@ -73,14 +85,24 @@ class FlightRouter:
         self._poller: asyncio.Task[None] | None = None
         self._router = serving.Router(
             self._settings,
-            scorers={name: self._scorer(handle) for name, handle in self._handles.items()},
+            scorers={
+                **{name: self._remote_scorer(handle) for name, handle in self._handles.items()},
+                **{name: self._local_scorer(model) for name, model in self._local.items()},
+            },
             read_features=self._read_features,
             policy=lambda: self._policy,
             logger=self._logger,
         )
 
     @staticmethod
-    def _scorer(handle: DeploymentHandle) -> Any:
+    def _local_scorer(model: Any) -> Any:
+        async def score(rows: list[list[float]]) -> tuple[list[float], str]:
+            return await asyncio.to_thread(model.predict, rows)  # a thread, so the timeout can fire
+
+        return score
+
+    @staticmethod
+    def _remote_scorer(handle: DeploymentHandle) -> Any:
         async def score(rows: list[list[float]]) -> tuple[list[float], str]:
             response = handle.predict.remote(rows)
             try:
@@ -158,7 +180,7 @@ class FlightRouter:
     @api.get("/v1/serving/status")
     async def serving_status(self) -> dict[str, Any]:
         await self._started()
-        models = {}
+        models = {name: model.info() for name, model in self._local.items()}
         for name, handle in self._handles.items():
             try:
                 models[name] = await handle.info.remote()
@@ -205,15 +227,18 @@ class FlightRouter:
             raise RuntimeError("prediction log writer stopped")
         if self._poller is not None and self._poller.done():
             raise RuntimeError("policy poller stopped")
+        if not all(thread.is_alive() for thread in self._followers):
+            raise RuntimeError("model alias follower stopped")
 
 
 def build_app(args: dict[str, Any]) -> Application:
-    """Router + champion and challenger model deployments (+ RetrievalService when ``rag``)."""
+    """Router (+ champion and challenger deployments unless colocated, + RetrievalService when ``rag``)."""
     parsed = AppArgs.model_validate(args)
-    options: dict[str, Any] = {"runtime_env": {"env_vars": parsed.env}} if parsed.env else {}
-    model = FlightDelayModel.options(ray_actor_options={"num_cpus": 0.25, **options}) if options else FlightDelayModel
-    champion = model.options(name="champion", user_config={"alias": "champion"}).bind()
-    challenger = model.options(name="challenger", user_config={"alias": "challenger"}).bind()
-    retrieval = build_retrieval_service({**parsed.rag_args, "env": parsed.env}) if parsed.rag else None
-    router = FlightRouter.options(ray_actor_options={"num_cpus": 0.25, **options}) if options else FlightRouter
-    return router.bind(champion, challenger, retrieval)
+    models = None
+    if not parsed.colocate_models:
+        models = {
+            alias: FlightDelayModel.options(name=alias, user_config={"alias": alias}).bind()
+            for alias in ("champion", "challenger")
+        }
+    retrieval = build_retrieval_service(parsed.rag_args) if parsed.rag else None
+    return FlightRouter.bind(models, retrieval)

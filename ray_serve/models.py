@@ -26,7 +26,6 @@ class FlightDelayModel:
 
         self._settings = get_settings()
         self._model: Any = None
-        self._stop = threading.Event()
         self._poller: threading.Thread | None = None
 
     def reconfigure(self, config: dict[str, Any]) -> None:
@@ -39,21 +38,14 @@ class FlightDelayModel:
         model = AliasedModel(self._settings, alias)
         model.refresh()
         self._model = model
-        if self._poller is None:
-            self._poller = threading.Thread(target=self._follow, name="alias-poll", daemon=True)
-            self._poller.start()
-
-    def _follow(self) -> None:
-        while not self._stop.wait(self._settings.serve_model_poll_s):
-            self._model.refresh()
+        self._poller = model.follow(self._settings.serve_model_poll_s)
 
     def predict(self, rows: list[list[float]]) -> tuple[list[float], str]:
         """Probabilities and the version that produced them (raises NotFoundError with no alias set)."""
         return self._model.predict(rows)
 
     def info(self) -> dict[str, Any]:
-        current = self._model.current
-        return {"alias": self._model.alias, "version": current[1] if current else None, "error": self._model.error}
+        return self._model.info()
 
     def check_health(self) -> None:
         """Unhealthy only if the alias poller died: a missing alias is a state to report, not a crash."""

@@ -79,6 +79,9 @@ class Settings(BaseSettings):
         default=True, description="RAY_SERVE_THROUGHPUT_OPTIMIZED=1 (gRPC between replicas, buffered request logs)"
     )
     serve_rag: bool = Field(default=True, description="mount RetrievalService (/v1/embeddings, /v1/rag/search)")
+    serve_colocate_models: bool = Field(
+        default=True, description="champion/challenger inside the router replica (one hop less) vs own deployments"
+    )
     serve_model_poll_s: float = Field(default=2.0, gt=0, description="how often model replicas re-read their alias")
     serve_policy_poll_s: float = Field(default=1.0, gt=0, description="how often the router re-reads the policy")
     serve_model_timeout_s: float = Field(default=0.5, gt=0, description="a model call slower than this fails")

@@ -99,8 +99,11 @@ def render_config(settings: Settings) -> Path:
     for app in config["applications"]:
         app["runtime_env"] = {"env_vars": {k: v for k, v in ray_env(settings).items() if not k.startswith("RAY_AUTH")}}
         app["args"]["rag"] = settings.serve_rag
-        if not settings.serve_rag:
-            app["deployments"] = [d for d in app["deployments"] if d["name"] != "RetrievalService"]
+        app["args"]["colocate_models"] = settings.serve_colocate_models
+        dropped = ({"RetrievalService"} if not settings.serve_rag else set()) | (
+            {"champion", "challenger"} if settings.serve_colocate_models else set()
+        )
+        app["deployments"] = [d for d in app["deployments"] if d["name"] not in dropped]
     path = _state_dir(settings) / "serve_config.yaml"
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(yaml.safe_dump(config, sort_keys=False))

@@ -312,6 +312,22 @@ class AliasedModel:
             log.exception("could not refresh %s", self.alias)
             return False
 
+    def follow(self, poll_s: float) -> threading.Thread:
+        """Re-read the alias every ``poll_s`` in a daemon thread (started here, returned for health checks)."""
+
+        def loop() -> None:
+            while True:
+                time.sleep(poll_s)
+                self.refresh()
+
+        thread = threading.Thread(target=loop, name=f"follow-{self.alias}", daemon=True)
+        thread.start()
+        return thread
+
+    def info(self) -> dict[str, Any]:
+        current = self.current
+        return {"alias": self.alias, "version": current[1] if current else None, "error": self.error}
+
     def predict(self, rows: list[list[float]]) -> tuple[list[float], str]:
         """Delay probabilities for model rows (columns of flightline.features.FEATURE_NAMES)."""
         from flightline.errors import NotFoundError

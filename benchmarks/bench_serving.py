@@ -1,0 +1,200 @@
+"""Online serving: Ray Serve router vs a bare FastAPI app, and what the Feast read costs.
+
+Needs a running platform with serve (``flightline up``), a ``champion`` alias and online features for the
+benchmarked flight. ``--seed`` first writes the serving tests' synthetic feature rows and models (the
+same helpers as tests/serving), so the benchmark runs on a fresh platform.
+
+    python benchmarks/bench_serving.py --seed --out bench_serving.json
+
+Measured in one run, alternating targets at each concurrency so machine load hits both alike:
+- latency p50/p99 and throughput at 1, 8 and 32 concurrent clients (HTTP keep-alive, one client each);
+- Feast's ``get_online_features`` for the flight's entities vs the one-query OnlineFeatureReader read of
+  the same rows (values checked equal), and ``features.build_feature_row`` (Feast + request transforms).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import platform as host
+import socket
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _quantiles(samples_ms: list[float]) -> dict[str, float]:
+    ordered = sorted(samples_ms)
+    pick = lambda q: ordered[min(len(ordered) - 1, int(q * len(ordered)))]  # noqa: E731
+    return {"p50_ms": round(pick(0.50), 3), "p99_ms": round(pick(0.99), 3),
+            "mean_ms": round(statistics.fmean(ordered), 3)}
+
+
+async def _load(url: str, body: dict[str, Any], clients: int, seconds: float) -> dict[str, Any]:
+    import httpx
+
+    latencies: list[float] = []
+    errors = 0
+    stop_at = time.perf_counter() + seconds
+
+    async def client() -> None:
+        nonlocal errors
+        async with httpx.AsyncClient(timeout=30) as http:
+            while time.perf_counter() < stop_at:
+                began = time.perf_counter()
+                response = await http.post(url, json=body)
+                latencies.append((time.perf_counter() - began) * 1000)
+                errors += response.status_code != 200
+
+    began = time.perf_counter()
+    await asyncio.gather(*(client() for _ in range(clients)))
+    elapsed = time.perf_counter() - began
+    return {"clients": clients, "requests": len(latencies), "errors": errors,
+            "throughput_rps": round(len(latencies) / elapsed, 1), **_quantiles(latencies)}
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def _feature_read_costs(settings: Any, flight: dict[str, Any], repeats: int) -> dict[str, Any]:
+    import math
+
+    from flightline import feature_store
+    from flightline import features as F
+    from flightline.database import connect
+    from flightline.online_features import OnlineFeatureReader
+    from flightline.schemas_serving import FlightIn
+
+    request = FlightIn.model_validate(flight).to_request()
+    store = feature_store.get_store(settings)  # what feature_store.online_features builds per call
+    refs = [f"{v}:{n}" for v, names in F.FEATURE_VIEWS.items() if v != "departure_clock" for n in names]
+    row = {k: v for k, v in request.entity_row().items() if k != "scheduled_departure_at"}
+    reader = OnlineFeatureReader.from_settings(settings)
+
+    def timed(fn: Any) -> tuple[list[float], Any]:
+        out, samples = fn(), []
+        for _ in range(repeats):
+            began = time.perf_counter()
+            out = fn()
+            samples.append((time.perf_counter() - began) * 1000)
+        return samples, out
+
+    feast_ms, feast_out = timed(lambda: store.get_online_features(features=refs, entity_rows=[row]).to_dict())
+    with connect(settings, settings.feast_db, autocommit=True) as conn:
+        sql_ms, served = timed(lambda: reader.read(conn, [request])[0])
+        keys, distinct = reader.params([request])
+        raw_ms, _ = timed(lambda: conn.execute(reader.query, distinct).fetchall())
+    wrapper_ms, _ = timed(lambda: F.build_feature_row(settings, request))
+    same = all(
+        (feast_out[n][0] is None and math.isnan(served.values[n])) or feast_out[n][0] == served.values[n]
+        for v, names in F.FEATURE_VIEWS.items() if v != "departure_clock" for n in names
+    )
+    return {
+        "feast_get_online_features": _quantiles(feast_ms),
+        "feast_wrapper_build_feature_row": {
+            **_quantiles(wrapper_ms), "note": "feature_store.get_store per call + request transforms"
+        },
+        "online_reader_total": {**_quantiles(sql_ms), "note": "one UNION ALL query + decode + request transforms"},
+        "online_reader_sql_only": _quantiles(raw_ms),
+        "same_values_as_feast": same,
+        "fetched_features": len(served.fetched),
+        "repeats": repeats,
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--seconds", type=float, default=10.0, help="per target and concurrency")
+    parser.add_argument("--clients", type=int, nargs="+", default=[1, 8, 32])
+    parser.add_argument("--repeats", type=int, default=300, help="feature reads per method")
+    parser.add_argument("--seed", action="store_true", help="write the serving tests' features and models first")
+    parser.add_argument("--out", type=Path, default=Path("bench_serving.json"))
+    args = parser.parse_args()
+
+    sys.path[:0] = [str(ROOT), str(ROOT / "tests" / "serving")]
+    import httpx
+    from serving_fixtures import flight, seed_features, set_alias, train_small, wait_for_versions
+
+    from flightline import registry, serve_server
+    from flightline.config import get_settings
+
+    settings = get_settings()
+    if args.seed:
+        seed_features(settings)
+        set_alias(settings, "champion", train_small(settings, seed=1))
+    champion = registry.alias_version(settings, "champion")
+    if champion is None or not serve_server.is_healthy(settings):
+        raise SystemExit("needs `flightline up` with serve healthy and a champion (or pass --seed)")
+    wait_for_versions(settings.serve_url, {"champion": str(champion.version)})
+    body = flight()
+
+    port = _free_port()
+    bare = subprocess.Popen(
+        [sys.executable, "-m", "uvicorn", "--factory", "benchmarks.bare_app:create_app", "--host", "127.0.0.1",
+         "--port", str(port), "--log-level", "warning", "--no-access-log"],
+        cwd=ROOT, env={**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT)},
+    )
+    try:
+        bare_url = f"http://127.0.0.1:{port}/v1/predict/flight-delay"
+        serve_url = f"{settings.serve_url}/v1/predict/flight-delay"
+        deadline = time.monotonic() + 120
+        while True:
+            try:
+                if httpx.post(bare_url, json=body, timeout=5).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                pass
+            if time.monotonic() > deadline or bare.poll() is not None:
+                raise SystemExit("bare app did not start")
+            time.sleep(1)
+        checked = httpx.post(serve_url, json=body, timeout=10).json()
+        expected = httpx.post(bare_url, json=body, timeout=10).json()
+        assert checked["delay_probability"] == expected["delay_probability"], (checked, expected)
+
+        results: dict[str, list[dict[str, Any]]] = {"ray_serve": [], "bare_fastapi": []}
+        for clients in args.clients:
+            for name, url in (("bare_fastapi", bare_url), ("ray_serve", serve_url)):
+                asyncio.run(_load(url, body, clients, 2.0))  # warm-up
+                results[name].append(asyncio.run(_load(url, body, clients, args.seconds)))
+                print(name, results[name][-1], flush=True)
+    finally:
+        bare.terminate()
+        bare.wait(30)
+
+    ratios = [
+        {"clients": s["clients"], "throughput_ratio": round(s["throughput_rps"] / b["throughput_rps"], 3),
+         "p99_ratio": round(s["p99_ms"] / b["p99_ms"], 3)}
+        for s, b in zip(results["ray_serve"], results["bare_fastapi"], strict=True)
+    ]
+    at8 = next((r for r in results["ray_serve"] if r["clients"] == 8), None)
+    ratio8 = next((r for r in ratios if r["clients"] == 8), None)
+    report = {
+        "benchmark": "serving",
+        "host": {"cpus": os.cpu_count(), "load_avg_1m": round(os.getloadavg()[0], 2), "python": host.python_version()},
+        "settings": {"throughput_optimized": settings.serve_throughput_optimized,
+                     "colocate_models": settings.serve_colocate_models, "seconds": args.seconds},
+        "model_version": str(champion.version),
+        "http": results,
+        "ray_vs_bare": ratios,
+        "targets": {
+            "p99_le_10ms_at_8": at8 is not None and at8["p99_ms"] <= 10,
+            "throughput_ge_0.8x_bare_at_8": ratio8 is not None and ratio8["throughput_ratio"] >= 0.8,
+        },
+        "feature_read": _feature_read_costs(settings, body, args.repeats),
+    }
+    args.out.write_text(json.dumps(report, indent=2))
+    print(json.dumps(report, indent=2))
+
+
+if __name__ == "__main__":
+    main()
