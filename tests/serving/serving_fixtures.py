@@ -123,3 +123,26 @@ def wait_for_versions(url: str, want: dict[str, str], *, timeout: float = 60) ->
             return status
         time.sleep(0.5)
     raise AssertionError(f"router did not load {want} in {timeout} s: {status}")
+
+
+FLIGHT_ID = f"{CARRIER}101-{ORIGIN}-{DEST}-test"
+
+
+def seed_flight(settings: Settings) -> None:
+    """The seeded flight as a scheduled row of marts.flights (created here when dbt has not built it)."""
+    from flightline.database import connect
+
+    with connect(settings, settings.warehouse_db, autocommit=True) as conn:
+        conn.execute("create schema if not exists marts")
+        conn.execute(
+            "create table if not exists marts.flights (flight_id text, carrier_code text, flight_number int, "
+            "tail_number text, origin_airport_code text, dest_airport_code text, route_code text, "
+            "scheduled_departure_at timestamptz, month int, is_delayed boolean)"
+        )
+        conn.execute("delete from marts.flights where flight_id = %s", (FLIGHT_ID,))
+        conn.execute(
+            "insert into marts.flights (flight_id, carrier_code, flight_number, tail_number, origin_airport_code, "
+            "dest_airport_code, route_code, scheduled_departure_at, month, is_delayed) "
+            "values (%s, %s, 101, %s, %s, %s, %s, %s, %s, false)",
+            (FLIGHT_ID, CARRIER, TAIL, ORIGIN, DEST, f"{ORIGIN}-{DEST}", DEPARTURE, DEPARTURE.month),
+        )

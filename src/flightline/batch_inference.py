@@ -1,0 +1,113 @@
+"""Batch inference: score one day of scheduled flights with the registered champion, in Spark.
+
+Features are the training path's own: Feast's point-in-time join of the feature service at each flight's
+prediction time (:func:`flightline.feature_store.historical_features`), so batch, online and training
+read one definition. Spark applies the model with ``mlflow.pyfunc.spark_udf`` (the version the alias
+names when the run starts, pinned for the whole day). Results replace that day's rows in
+``serving.batch_predictions`` in one transaction, and ``serving.batch_prediction_freshness`` records
+what was scored, with which version, and when: reruns are idempotent.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+from typing import TYPE_CHECKING, Any
+
+from flightline import features as F
+
+if TYPE_CHECKING:
+    from flightline.config import Settings
+
+log = logging.getLogger(__name__)
+
+DDL = """
+create schema if not exists serving;
+create table if not exists serving.batch_predictions (
+    prediction_date date not null,
+    flight_id text not null,
+    carrier_code text not null,
+    origin_airport_code text not null,
+    dest_airport_code text not null,
+    tail_number text,
+    scheduled_departure_at timestamptz not null,
+    delay_probability double precision not null,
+    model_name text not null,
+    model_version text not null,
+    scored_at timestamptz not null,
+    primary key (prediction_date, flight_id)
+);
+create table if not exists serving.batch_prediction_freshness (
+    prediction_date date primary key,
+    model_name text not null,
+    model_version text not null,
+    flights integer not null,
+    features_as_of timestamptz,
+    scored_at timestamptz not null
+);
+"""
+
+
+def day_bounds(day: dt.date) -> tuple[dt.datetime, dt.datetime]:
+    """[start, end) in UTC of one local (New York) day."""
+    from zoneinfo import ZoneInfo
+
+    zone = ZoneInfo(F.LOCAL_TZ)
+    start = dt.datetime(day.year, day.month, day.day, tzinfo=zone)
+    return start.astimezone(dt.UTC), (start + dt.timedelta(days=1)).astimezone(dt.UTC)
+
+
+def score_day(settings: Settings, day: dt.date, *, alias: str = "champion") -> dict[str, Any]:
+    """Score every flight scheduled on ``day`` (local) and replace that day's predictions.
+
+    Returns:
+        The day, the model version, the number of flights scored and when.
+    """
+    import mlflow
+
+    from flightline import feature_store, registry
+    from flightline.database import connect
+    from flightline.errors import NotFoundError
+    from flightline.spark_features import spark_session
+
+    version = registry.alias_version(settings, alias)
+    if version is None:
+        raise NotFoundError(f"model {settings.model_name!r} has no {alias!r} alias; train and promote a model first")
+    start, end = day_bounds(day)
+    frame = feature_store.historical_features(settings, feature_store.entity_query(start, end))
+    scored_at = dt.datetime.now(dt.UTC)
+    rows: list[tuple[Any, ...]] = []
+    if len(frame):
+        registry.client(settings)
+        spark = spark_session(settings)
+        columns = ["flight_id", "carrier_code", "origin_airport_code", "dest_airport_code", "tail_number",
+                   "scheduled_departure_at"]
+        sdf = spark.createDataFrame(frame[columns + F.FEATURE_NAMES])
+        udf = mlflow.pyfunc.spark_udf(
+            spark, f"models:/{settings.model_name}/{version.version}", result_type="double", env_manager="local"
+        )
+        scored = sdf.select(*columns, udf(*F.FEATURE_NAMES).alias("delay_probability")).toPandas()
+        rows = [
+            (day, str(r.flight_id), r.carrier_code, r.origin_airport_code, r.dest_airport_code,
+             r.tail_number or None, r.scheduled_departure_at, float(r.delay_probability), settings.model_name,
+             str(version.version), scored_at)
+            for r in scored.itertuples(index=False)
+        ]
+    with connect(settings, settings.warehouse_db) as conn, conn.transaction():
+        conn.execute(DDL)
+        conn.execute("delete from serving.batch_predictions where prediction_date = %s", (day,))
+        with conn.cursor() as cur:
+            cur.executemany(
+                "insert into serving.batch_predictions values (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)", rows
+            )
+        conn.execute(
+            "insert into serving.batch_prediction_freshness values (%s, %s, %s, %s, %s, %s) "
+            "on conflict (prediction_date) do update set model_name = excluded.model_name, "
+            "model_version = excluded.model_version, flights = excluded.flights, "
+            "features_as_of = excluded.features_as_of, scored_at = excluded.scored_at",
+            (day, settings.model_name, str(version.version), len(rows),
+             end - F.PREDICTION_LEAD if rows else None, scored_at),
+        )
+    log.info("scored %d flights of %s with %s v%s", len(rows), day, settings.model_name, version.version)
+    return {"day": day.isoformat(), "model_version": str(version.version), "flights": len(rows),
+            "scored_at": scored_at.isoformat()}
