@@ -31,11 +31,35 @@ def run_dag(settings: Settings, dag_id: str, echo: Echo, *, conf: dict[str, obje
     return run_id
 
 
+TRAINING_PARAMS = {"train_start": "2013-01", "train_end": "2013-09", "eval_start": "2013-10", "eval_end": "2013-12"}
+"""The example's temporal holdout: train on Jan-Sep 2013, evaluate out of time on Oct-Dec."""
+
+EXAMPLE_FLIGHT = {  # UA1102 EWR->IAH, 05:15 New York time on 30 Dec 2013
+    "carrier": "UA", "flight_number": 1102, "origin": "EWR", "destination": "IAH",
+    "scheduled_departure": "2013-12-30T10:15:00Z", "tail_number": "N57868",
+}
+EXAMPLE_QUERY = {"query": "vitamin D deficiency and bone fractures", "k": 3, "mode": "hybrid", "collection": "scifact"}
+
+
 def run(settings: Settings, echo: Echo) -> None:
-    """Start everything, then run the example DAGs end to end."""
+    """Start everything, then run the example pipelines end to end and call the live endpoints."""
+    import json
+
+    import httpx
+
     from flightline import stack
 
     began = time.monotonic()
     stack.up(settings, on_progress=lambda name, started: echo(f"  {name:<10} {'started' if started else 'up'}"))
     echo(f"platform healthy after {time.monotonic() - began:.0f} s")
     run_dag(settings, "platform_smoke", echo, timeout=300)
+    run_dag(settings, "flight_delay_training", echo, conf=TRAINING_PARAMS, timeout=1800)
+    run_dag(settings, "embedding_ingestion", echo, conf={"collection": "scifact"}, timeout=1800)
+
+    prediction = httpx.post(f"{settings.serve_url}/v1/predict/flight-delay", json=EXAMPLE_FLIGHT, timeout=60)
+    echo(f"\nPOST {settings.serve_url}/v1/predict/flight-delay -> HTTP {prediction.status_code}")
+    echo(json.dumps(prediction.json(), indent=2)[:1500])
+    search = httpx.post(f"{settings.serve_url}/v1/rag/search", json=EXAMPLE_QUERY, timeout=60)
+    echo(f"\nPOST {settings.serve_url}/v1/rag/search -> HTTP {search.status_code}")
+    for hit in search.json().get("results", []):
+        echo(f"  {hit['score']:.4f}  doc {hit['doc_id']}  {hit['text'][:90]}")
