@@ -1,8 +1,7 @@
-"""The RAG endpoints on real Ray Serve over real HTTP."""
+"""The RAG endpoints on the platform's real Ray Serve over real HTTP (router -> RetrievalService)."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from typing import TYPE_CHECKING
 
 import httpx
@@ -15,29 +14,10 @@ pytestmark = pytest.mark.integration
 
 
 @pytest.fixture(scope="module")
-def rag_url(platform: Settings, scifact_subset: str) -> Iterator[str]:
-    import ray
-    from ray import serve
-
-    from ray_serve.rag_app import build_app
-
-    env = {**platform.as_env(), "PYTHONPATH": str(platform.project_dir)}
-    # address="local": a new cluster of our own, never another engineer's `ray start` cluster on this machine
-    ray.init(
-        address="local",
-        num_cpus=2,
-        include_dashboard=False,
-        _temp_dir=str(platform.home / "ray"),
-        runtime_env={"env_vars": env},
-        log_to_driver=False,
-    )
-    try:
-        serve.start(http_options={"host": platform.host, "port": platform.serve_port})
-        serve.run(build_app({"pool_size": 2}), name="rag", route_prefix="/")
-        yield platform.serve_url
-    finally:
-        serve.shutdown()
-        ray.shutdown()
+def rag_url(platform: Settings, scifact_subset: str) -> str:
+    """The platform's Ray Serve router, which mounts RetrievalService (ray_serve/rag.py) by handle."""
+    assert platform.serve_rag, "the platform must mount RAG (FLIGHTLINE_SERVE_RAG=true)"
+    return platform.serve_url
 
 
 def test_search_returns_one_entry_per_chunk_best_first(rag_url: str, scifact_subset: str) -> None:
