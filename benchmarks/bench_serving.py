@@ -4,7 +4,7 @@ Needs a running platform with serve (``flightline up``), a ``champion`` alias an
 benchmarked flight. ``--seed`` first writes the serving tests' synthetic feature rows and models (the
 same helpers as tests/serving), so the benchmark runs on a fresh platform.
 
-    python benchmarks/bench_serving.py --seed --out bench_serving.json
+    python benchmarks/bench_serving.py --seed      # writes benchmarks/results/bench_serving.json
 
 Measured in one run, alternating targets at each concurrency so machine load hits both alike:
 - latency p50/p99 and throughput at 1, 8 and 32 concurrent clients (HTTP keep-alive, one client each);
@@ -118,7 +118,7 @@ def main() -> None:
     parser.add_argument("--clients", type=int, nargs="+", default=[1, 8, 32])
     parser.add_argument("--repeats", type=int, default=300, help="feature reads per method")
     parser.add_argument("--seed", action="store_true", help="write the serving tests' features and models first")
-    parser.add_argument("--out", type=Path, default=Path("bench_serving.json"))
+    parser.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results" / "bench_serving.json")
     args = parser.parse_args()
 
     sys.path[:0] = [str(ROOT), str(ROOT / "tests" / "serving")]
@@ -192,6 +192,7 @@ def main() -> None:
         },
         "feature_read": _feature_read_costs(settings, body, args.repeats),
     }
+    args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(report, indent=2))
     print(json.dumps(report, indent=2))
 
