@@ -85,12 +85,23 @@ def apply(settings: Settings) -> dict[str, list[str]]:
 
 
 def materialize(settings: Settings, start: dt.datetime, end: dt.datetime) -> list[str]:
-    """Load the latest value per entity in [start, end] into the online store (upsert: reruns are safe)."""
+    """Load the latest value per entity in [start, end] into the online store (upsert: reruns are safe).
+
+    Views without a ttl hold facts known in advance, stamped long before any window: they are
+    loaded from their first row, or serving would miss them.
+    """
+    from flightline.spark_features import STATIC_FEATURE_AT
+
     store = get_store(settings)
-    views = [v.name for v in store.list_feature_views() if v.online]
-    store.materialize(start_date=start, end_date=end, feature_views=views)
-    log.info("materialized %s from %s to %s", views, start, end)
-    return views
+    online = [v for v in store.list_feature_views() if v.online]
+    static = [v.name for v in online if not v.ttl]
+    windowed = [v.name for v in online if v.ttl]
+    if static:
+        store.materialize(start_date=STATIC_FEATURE_AT - dt.timedelta(days=1), end_date=end, feature_views=static)
+    if windowed:
+        store.materialize(start_date=start, end_date=end, feature_views=windowed)
+    log.info("materialized %s from %s and %s from %s, to %s", windowed, start, static, STATIC_FEATURE_AT, end)
+    return static + windowed
 
 
 def entity_query(start: dt.datetime, end: dt.datetime) -> str:
