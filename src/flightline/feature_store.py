@@ -185,13 +185,14 @@ def _next_month(moment: dt.datetime) -> dt.datetime:
 
 
 def online_features(settings: Settings, entity_rows: Iterable[dict[str, Any]]) -> dict[str, list[Any]]:
-    """Latest online values of every stored feature of the model (request-time ones are computed by
-    the caller with :func:`flightline.features.request_features`)."""
+    """Latest online values of every stored feature of the model, with ``<name>__ts`` event times in
+    epoch seconds (request-time features are computed by the caller with
+    :func:`flightline.features.request_features`)."""
     store = get_store(settings)
     refs = [f"{view}:{name}" for view, names in F.FEATURE_VIEWS.items() if view != "departure_clock" for name in names]
     keys = ("carrier_code", "origin_airport_code", "dest_airport_code", "route_code", "tail_number")
     rows = [{k: row[k] for k in keys} for row in entity_rows]
-    return store.get_online_features(features=refs, entity_rows=rows).to_dict()
+    return store.get_online_features(features=refs, entity_rows=rows).to_dict(include_event_timestamps=True)
 
 
 def _service(store: FeatureStore) -> Any:

@@ -115,6 +115,18 @@ FEATURE_VIEWS: dict[str, list[str]] = {
 }
 """Feast feature view -> its features, in the order the model reads them."""
 
+FEATURE_VIEW_TTLS: dict[str, dt.timedelta] = {
+    **{f"{prefix}_daily": dt.timedelta(days=1) for prefix in DAILY_KEYS},
+    "origin_hourly": dt.timedelta(hours=1),
+    "origin_weather": dt.timedelta(hours=3),
+    "plane_attributes": dt.timedelta(0),
+    "plane_recent": dt.timedelta(days=1),
+    "route_attributes": dt.timedelta(0),
+}
+"""How long a stored value stays valid after its timestamp (0: forever), offline and online alike:
+one grid step for rolling rates, 3 h for hourly weather (gaps happen), a day for a plane's latest
+delays, no limit for facts known in advance."""
+
 FEATURE_NAMES: list[str] = [name for names in FEATURE_VIEWS.values() for name in names]
 """The model's input columns, in order."""
 
@@ -213,11 +225,12 @@ class FeatureRow:
         return pd.DataFrame([[self.values[name] for name in FEATURE_NAMES]], columns=FEATURE_NAMES, dtype="float64")
 
 
-def build_feature_row(settings: Settings, request: FlightRequest) -> FeatureRow:
+def build_feature_row(settings: Settings, request: FlightRequest, *, as_of: dt.datetime | None = None) -> FeatureRow:
     """Build the model input for one flight from Feast online features and request-time transforms.
 
-    Serving calls this; training reads the same feature service offline. Values the online store lacks
-    stay NaN (never a made-up default), exactly as in the training set.
+    Serving calls this; training reads the same feature service offline. A value older than its
+    view's ttl at ``as_of`` (default: the flight's prediction time) is missing, as in the offline
+    point-in-time join; missing values stay NaN (never a made-up default), as in the training set.
     """
     import math
 
@@ -227,8 +240,10 @@ def build_feature_row(settings: Settings, request: FlightRequest) -> FeatureRow:
 
     if request.scheduled_departure_at.tzinfo is None:
         raise FlightlineError("scheduled_departure_at must be timezone-aware (UTC)")
+    moment = as_of or prediction_time(request.scheduled_departure_at)
     online = feature_store.online_features(settings, [request.entity_row()])
     clock = request_features(pd.Series([request.scheduled_departure_at])).iloc[0].to_dict()
+    view_of = {name: view for view, names in FEATURE_VIEWS.items() for name in names}
     row = FeatureRow(values={})
     for name in FEATURE_NAMES:
         if name in clock:
@@ -236,7 +251,10 @@ def build_feature_row(settings: Settings, request: FlightRequest) -> FeatureRow:
             row.computed.append(name)
             continue
         value = online.get(name, [None])[0]
-        if value is None or (isinstance(value, float) and math.isnan(value)):
+        stamp = online.get(f"{name}__ts", [None])[0]
+        ttl = FEATURE_VIEW_TTLS[view_of[name]]
+        stale = bool(ttl) and stamp is not None and stamp < (moment - ttl).timestamp()
+        if value is None or stale or (isinstance(value, float) and math.isnan(value)):
             row.values[name] = float("nan")
             row.missing.append(name)
         else:
