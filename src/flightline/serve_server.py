@@ -16,6 +16,7 @@ import json
 import os
 import signal
 import subprocess
+import time
 import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -158,16 +159,26 @@ def _dashboard_up(settings: Settings) -> bool:
         return False
 
 
-def deploy(settings: Settings) -> None:
-    """``serve deploy`` the rendered config to this platform's head (also applies config edits in place)."""
+def deploy(settings: Settings, *, attempts: int = 4) -> None:
+    """``serve deploy`` the rendered config to this platform's head (also applies config edits in place).
+
+    The dashboard answers /api/version before its Serve API module is ready; a deploy in that gap
+    fails with "Remote end closed connection", so a failed deploy is retried a few times.
+    """
     path = render_config(settings)
-    with open(log_path(settings), "a") as handle:
-        result = subprocess.run(
-            [str(Path(sys.executable).parent / "serve"), "deploy", str(path), "--address", dashboard_url(settings)],
-            stdout=handle, stderr=subprocess.STDOUT, env={**os.environ, **ray_env(settings)}, timeout=300,
-        )
-    if result.returncode != 0:
-        raise ServiceError(COMPONENT, f"serve deploy {path} exited with {result.returncode}", log=log_path(settings))
+    argv = [str(Path(sys.executable).parent / "serve"), "deploy", str(path), "--address", dashboard_url(settings)]
+    for attempt in range(1, attempts + 1):
+        with open(log_path(settings), "a") as handle:
+            result = subprocess.run(argv, stdout=handle, stderr=subprocess.STDOUT,
+                                    env={**os.environ, **ray_env(settings)}, timeout=300)
+        if result.returncode == 0:
+            return
+        if attempt < attempts:
+            time.sleep(5 * attempt)
+    raise ServiceError(
+        COMPONENT, f"serve deploy {path} exited with {result.returncode} after {attempts} attempts",
+        log=log_path(settings),
+    )
 
 
 def stop(settings: Settings) -> bool:
