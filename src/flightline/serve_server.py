@@ -16,8 +16,8 @@ import json
 import os
 import signal
 import subprocess
-import time
 import sys
+import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
