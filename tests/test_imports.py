@@ -14,10 +14,13 @@ HEAVY = ("torch", "feast", "great_expectations", "mlflow", "ray", "pyspark", "li
 
 
 def _loaded_heavy_modules(code: str) -> list[str]:
-    probe = f"{code}\nimport sys\nprint(','.join(m for m in {HEAVY!r} if m in sys.modules))"
+    # the result goes on its own marked last line: libraries may print warnings to stdout on import
+    probe = f"{code}\nimport sys\nprint('HEAVY:' + ','.join(m for m in {HEAVY!r} if m in sys.modules))"
     result = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=120)
     assert result.returncode == 0, result.stderr
-    return [name for name in result.stdout.strip().split(",") if name]
+    marked = result.stdout.strip().splitlines()[-1]
+    assert marked.startswith("HEAVY:"), result.stdout
+    return [name for name in marked.removeprefix("HEAVY:").split(",") if name]
 
 
 @pytest.mark.parametrize("module", ["flightline", "flightline.config", "flightline.cli", "flightline.stack"])

@@ -24,7 +24,7 @@ app.add_typer(models_app, name="models")
 
 @app.command()
 def up() -> None:
-    """Start PostgreSQL, MLflow and Airflow (whatever is not running yet) and wait until healthy."""
+    """Start PostgreSQL, MLflow, Airflow and Ray Serve (whatever is not running yet); wait until healthy."""
     from flightline import stack
 
     settings = get_settings()
