@@ -1,6 +1,6 @@
 """RetrievalService: the embedding model and a Postgres pool behind one Ray Serve deployment.
 
-The router (and ``rag_app.py``'s minimal ingress) call it through a DeploymentHandle:
+The router calls it through a DeploymentHandle:
 ``await handle.search.remote(payload)`` and ``await handle.embeddings.remote(payload)``, with JSON
 payloads. Logic lives in ``flightline.retrieval`` and ``flightline.embeddings``; this class only holds
 the loaded model and connections so that each request skips the ~1 s model load and the connect.
