@@ -236,6 +236,17 @@ class Settings(BaseSettings):
             f"/{database}?sslmode=disable"
         )
 
+    def connection_env(self) -> dict[str, str]:
+        """The connection variables that dbt's profiles.yml and Feast's feature_store.yaml read."""
+        return {
+            "FLIGHTLINE_POSTGRES_HOST": self.postgres_host,
+            "FLIGHTLINE_POSTGRES_PORT": str(self.postgres_port),
+            "FLIGHTLINE_POSTGRES_USER": self.postgres_user,
+            "FLIGHTLINE_POSTGRES_PASSWORD": self.secret("postgres_password"),
+            "FLIGHTLINE_FEAST_DB": self.feast_db,
+            "FLIGHTLINE_WAREHOUSE_DB": self.warehouse_db,
+        }
+
     def postgres_dsn(self, database: str) -> str:
         """libpq connection string for psycopg."""
         return (

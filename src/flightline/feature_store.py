@@ -34,14 +34,7 @@ ENTITY_META_COLUMNS = ("flight_id", "scheduled_departure_at", "event_timestamp",
 
 def config_values(settings: Settings) -> dict[str, str]:
     """The ``${VAR}`` values of feature_store.yaml for these settings."""
-    return {
-        "FLIGHTLINE_POSTGRES_HOST": settings.postgres_host,
-        "FLIGHTLINE_POSTGRES_PORT": str(settings.postgres_port),
-        "FLIGHTLINE_POSTGRES_USER": settings.postgres_user,
-        "FLIGHTLINE_POSTGRES_PASSWORD": settings.secret("postgres_password"),
-        "FLIGHTLINE_FEAST_DB": settings.feast_db,
-        "FLIGHTLINE_WAREHOUSE_DB": settings.warehouse_db,
-    }
+    return settings.connection_env()
 
 
 def get_store(settings: Settings) -> FeatureStore:

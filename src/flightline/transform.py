@@ -33,14 +33,7 @@ _SOURCE_SUFFIXES = {".sql", ".yml", ".yaml", ".md", ".csv"}
 
 def dbt_env(settings: Settings) -> dict[str, str]:
     """The variables ``profiles.yml`` reads (password included) plus telemetry off."""
-    return {
-        "FLIGHTLINE_POSTGRES_HOST": settings.postgres_host,
-        "FLIGHTLINE_POSTGRES_PORT": str(settings.postgres_port),
-        "FLIGHTLINE_POSTGRES_USER": settings.postgres_user,
-        "FLIGHTLINE_POSTGRES_PASSWORD": settings.secret("postgres_password"),
-        "FLIGHTLINE_WAREHOUSE_DB": settings.warehouse_db,
-        "DO_NOT_TRACK": "1",
-    }
+    return {**settings.connection_env(), "DO_NOT_TRACK": "1"}
 
 
 def dbt_target_dir(settings: Settings) -> Path:
