@@ -37,6 +37,10 @@ def _run(conf: dict[str, Any], month: int) -> Any:
 def _dag() -> Any:
     from airflow.dag_processing.dagbag import DagBag
 
+    from flightline.config import get_settings
+    from flightline.transform import ensure_manifest
+
+    ensure_manifest(get_settings())  # a fresh home runs `dbt parse` once: not inside the parse timeout
     bag = DagBag(dag_folder=str(DAG_FILE))
     assert bag.import_errors == {}
     return bag.dags["flight_delay_training"]
@@ -225,7 +229,7 @@ def test_rows_without_feature_values_are_kept_with_nulls(platform: Settings, tra
     assert len(frame) == 1
     stored = [n for n in features.FEATURE_NAMES if n not in features.REQUEST_FEATURES]
     assert frame[stored].isna().all(axis=None)
-    assert frame.loc[0, "departure_hour_local"] == 12.0
+    assert frame.loc[0, "departure_hour_local"] == 14.0  # 18:00 UTC is 14:00 EDT
 
 
 @pytest.mark.integration
