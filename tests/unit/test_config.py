@@ -5,8 +5,15 @@ import stat
 
 import pytest
 
-from flightline.config import Settings
+from flightline.config import _SECRET_NAMES, Settings
 from flightline.errors import FlightlineConfigError
+
+
+@pytest.fixture(autouse=True)
+def no_secrets_in_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Other tests' tasks export secrets into this process (dbt's callback); these tests need none."""
+    for name in _SECRET_NAMES:
+        monkeypatch.delenv(f"FLIGHTLINE_{name.upper()}", raising=False)
 
 
 def test_environment_overrides_defaults(monkeypatch: pytest.MonkeyPatch, tmp_path) -> None:
