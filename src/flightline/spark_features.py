@@ -16,6 +16,7 @@ from __future__ import annotations
 import datetime as dt
 import io
 import logging
+import os
 import sys
 import time
 from typing import TYPE_CHECKING
@@ -54,6 +55,9 @@ def spark_session(settings: Settings) -> SparkSession:
     """A small local Spark session (2 cores, few shuffle partitions, UTC clock, no UI)."""
     from pyspark.sql import SparkSession
 
+    # Python UDF workers (spark_udf, pandas transforms) must run this interpreter with its packages,
+    # not whatever `python3` is first on PATH; PySpark reads the variable when the context starts
+    os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
     builder = (
         SparkSession.builder.master(settings.spark_master)
         .appName("flightline-features")
@@ -66,10 +70,6 @@ def spark_session(settings: Settings) -> SparkSession:
         .config("spark.driver.memory", "2g")
         .config("spark.driver.bindAddress", "127.0.0.1")
         .config("spark.driver.host", "127.0.0.1")
-        # Python UDF workers (spark_udf, pandas transforms) must use this interpreter and its
-        # packages, not whatever `python3` is first on PATH
-        .config("spark.pyspark.python", sys.executable)
-        .config("spark.pyspark.driver.python", sys.executable)
     )
     if settings.spark_use_delta_spark:
         builder = builder.config("spark.sql.extensions", "io.delta.sql.DeltaSparkSessionExtension").config(
