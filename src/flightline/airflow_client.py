@@ -46,12 +46,19 @@ class AirflowClient:
                     ) from None
                 time.sleep(2)
 
-    def trigger(self, dag_id: str, *, conf: dict[str, Any] | None = None, unpause: bool = True) -> str:
-        """Start a manual run of dag_id with conf (its params); return the run id."""
+    def trigger(self, dag_id: str, *, conf: dict[str, Any] | None = None, logical_date: str | None = None,
+                unpause: bool = True) -> str:
+        """Start a manual run of dag_id with conf (its params); return the run id.
+
+        A DAG with an ``end_date`` (the 2013 training DAG) needs a logical date inside its range:
+        a run without one gets no tasks.
+        """
         self.wait_for_dag(dag_id)
         if unpause:
             self._request("PATCH", f"/dags/{dag_id}", json={"is_paused": False})
-        run = self._request("POST", f"/dags/{dag_id}/dagRuns", json={"logical_date": None, "conf": conf or {}})
+        run = self._request(
+            "POST", f"/dags/{dag_id}/dagRuns", json={"logical_date": logical_date, "conf": conf or {}}
+        )
         return str(run["dag_run_id"])
 
     def run_state(self, dag_id: str, run_id: str) -> str:

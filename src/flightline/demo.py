@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING
@@ -13,20 +14,22 @@ Echo = Callable[[str], None]
 
 
 def run_dag(settings: Settings, dag_id: str, echo: Echo, *, conf: dict[str, object] | None = None,
-            timeout: float = 900) -> str:
+            logical_date: str | None = None, timeout: float = 900) -> str:
     """Trigger dag_id through the REST API, wait for it and say where to look; return the run id."""
     from flightline.airflow_client import AirflowClient
     from flightline.errors import ServiceError
 
     client = AirflowClient(settings)
     began = time.monotonic()
-    run_id = client.trigger(dag_id, conf=conf)
+    run_id = client.trigger(dag_id, conf=conf, logical_date=logical_date)
     echo(f"  {dag_id}: triggered run {run_id}")
     state = client.wait(dag_id, run_id, timeout=timeout)
     link = f"{settings.airflow_url}/dags/{dag_id}/runs/{run_id}"
     if state != "success":
         failed = [task for task, task_state in client.task_states(dag_id, run_id).items() if task_state == "failed"]
         raise ServiceError("airflow", f"{dag_id} run {state}; failed tasks: {', '.join(failed) or '?'}; see {link}")
+    if not client.task_states(dag_id, run_id):
+        raise ServiceError("airflow", f"{dag_id} run {run_id} ran no task (logical date outside the DAG's dates?)")
     echo(f"  {dag_id}: {state} in {time.monotonic() - began:.0f} s  -> {link}")
     return run_id
 
@@ -53,7 +56,10 @@ def run(settings: Settings, echo: Echo) -> None:
     stack.up(settings, on_progress=lambda name, started: echo(f"  {name:<10} {'started' if started else 'up'}"))
     echo(f"platform healthy after {time.monotonic() - began:.0f} s")
     run_dag(settings, "platform_smoke", echo, timeout=300)
-    run_dag(settings, "flight_delay_training", echo, conf=TRAINING_PARAMS, timeout=1800)
+    # the DAG covers 2013: its runs need a logical date inside that year (unique per demo run)
+    logical_date = dt.datetime(2013, 12, 1, tzinfo=dt.UTC) + dt.timedelta(seconds=int(time.time()) % 86400)
+    run_dag(settings, "flight_delay_training", echo, conf=TRAINING_PARAMS,
+            logical_date=logical_date.isoformat(), timeout=1800)
     run_dag(settings, "embedding_ingestion", echo, conf={"collection": "scifact"}, timeout=1800)
 
     prediction = httpx.post(f"{settings.serve_url}/v1/predict/flight-delay", json=EXAMPLE_FLIGHT, timeout=60)
