@@ -10,6 +10,7 @@ import sys
 import uuid
 
 import httpx
+import psycopg
 import pytest
 
 from flightline import database, stack
@@ -68,6 +69,21 @@ def test_vector_extension_and_hnsw_index(platform) -> None:
                                ("[0.5403,0.8415,1]",)).fetchone()
     assert "items_embedding_idx" in plan
     assert nearest == (1,)
+
+
+def test_feast_offline_role_plans_without_nested_loops_in_the_warehouse_only(platform) -> None:
+    def nestloop(database_name: str) -> str:
+        with psycopg.connect(
+            host=platform.postgres_host, port=platform.postgres_port, dbname=database_name,
+            user=platform.feast_offline_user, password=platform.secret("feast_offline_password"),
+        ) as conn:
+            return conn.execute("show enable_nestloop").fetchone()[0]
+
+    database.ensure_databases(platform)  # a second run is a no-op, not an error
+    assert nestloop(platform.warehouse_db) == "off"
+    assert nestloop(platform.feast_db) == "on"
+    with database.connect(platform, platform.warehouse_db) as conn:
+        assert conn.execute("show enable_nestloop").fetchone()[0] == "on"  # the platform's own login is untouched
 
 
 def test_airflow_rest_api_requires_a_token(platform) -> None:

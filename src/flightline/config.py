@@ -28,6 +28,7 @@ _SECRET_NAMES = (
     "airflow_jwt_secret",
     "airflow_api_secret_key",
     "airflow_fernet_key",
+    "feast_offline_password",
 )
 
 
@@ -50,6 +51,11 @@ class Settings(BaseSettings):
     mlflow_db: str = "mlflow"
     feast_db: str = "feast"
     warehouse_db: str = "warehouse"
+    feast_offline_user: str = Field(
+        default="flightline_feast_offline",
+        description="login of Feast's offline store: the platform user's rights, planner settings of its own",
+    )
+    feast_offline_password: str | None = None
 
     # MLflow
     mlflow_port: int = 5000
@@ -245,6 +251,8 @@ class Settings(BaseSettings):
             "FLIGHTLINE_POSTGRES_PASSWORD": self.secret("postgres_password"),
             "FLIGHTLINE_FEAST_DB": self.feast_db,
             "FLIGHTLINE_WAREHOUSE_DB": self.warehouse_db,
+            "FLIGHTLINE_FEAST_OFFLINE_USER": self.feast_offline_user,
+            "FLIGHTLINE_FEAST_OFFLINE_PASSWORD": self.secret("feast_offline_password"),
         }
 
     def postgres_dsn(self, database: str) -> str:

@@ -14,7 +14,8 @@ pytestmark = pytest.mark.slow  # dbt parse takes ~10 s
 
 @pytest.fixture(scope="module")
 def settings(tmp_path_factory: pytest.TempPathFactory) -> Settings:
-    return Settings(home=tmp_path_factory.mktemp("transform-home"), postgres_password="not-used")
+    home = tmp_path_factory.mktemp("transform-home")
+    return Settings(home=home, postgres_password="not-used", feast_offline_password="not-used")
 
 
 def test_manifest_is_parsed_once_and_again_when_a_model_changes(settings: Settings) -> None:
