@@ -121,7 +121,7 @@ def build_dbt_task_group(
     os.environ.setdefault("AIRFLOW__COSMOS__CACHE_DIR", str(settings.home / "cosmos-cache"))
     os.environ.setdefault("DO_NOT_TRACK", "1")
     from cosmos import DbtTaskGroup, ExecutionConfig, ProfileConfig, ProjectConfig, RenderConfig
-    from cosmos.constants import ExecutionMode, InvocationMode, LoadMode, TestBehavior
+    from cosmos.constants import ExecutionMode, InvocationMode, LoadMode, TestBehavior, TestIndirectSelection
 
     manifest = ensure_manifest(settings)
     operator_args = {
@@ -145,6 +145,9 @@ def build_dbt_task_group(
             execution_mode=ExecutionMode.LOCAL,
             invocation_mode=InvocationMode.SUBPROCESS,
             dbt_executable_path=dbt_executable(),
+            # a model's test task runs the tests whose other parents are its ancestors: a relationship
+            # test of marts.flights waits for flights (eager ran it with stg_airlines, before flights existed)
+            test_indirect_selection=TestIndirectSelection.BUILDABLE,
         ),
         render_config=RenderConfig(
             load_method=LoadMode.DBT_MANIFEST,
