@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import datetime as dt
 import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING
@@ -34,9 +33,6 @@ def run_dag(settings: Settings, dag_id: str, echo: Echo, *, conf: dict[str, obje
     return run_id
 
 
-TRAINING_PARAMS = {"train_start": "2013-01", "train_end": "2013-09", "eval_start": "2013-10", "eval_end": "2013-12"}
-"""The example's temporal holdout: train on Jan-Sep 2013, evaluate out of time on Oct-Dec."""
-
 EXAMPLE_FLIGHT = {  # UA1102 EWR->IAH, 05:15 New York time on 30 Dec 2013
     "carrier": "UA", "flight_number": 1102, "origin": "EWR", "destination": "IAH",
     "scheduled_departure": "2013-12-30T10:15:00Z", "tail_number": "N57868",
@@ -50,16 +46,14 @@ def run(settings: Settings, echo: Echo) -> None:
 
     import httpx
 
-    from flightline import stack
+    from flightline import stack, training
 
     began = time.monotonic()
     stack.up(settings, on_progress=lambda name, started: echo(f"  {name:<10} {'started' if started else 'up'}"))
     echo(f"platform healthy after {time.monotonic() - began:.0f} s")
     run_dag(settings, "platform_smoke", echo, timeout=300)
-    # the DAG covers 2013: its runs need a logical date inside that year (unique per demo run)
-    logical_date = dt.datetime(2013, 12, 1, tzinfo=dt.UTC) + dt.timedelta(seconds=int(time.time()) % 86400)
-    run_dag(settings, "flight_delay_training", echo, conf=TRAINING_PARAMS,
-            logical_date=logical_date.isoformat(), timeout=1800)
+    run_dag(settings, "flight_delay_training", echo, conf=training.HOLDOUT_PARAMS,
+            logical_date=training.manual_logical_date().isoformat(), timeout=1800)
     run_dag(settings, "embedding_ingestion", echo, conf={"collection": "scifact"}, timeout=1800)
 
     prediction = httpx.post(f"{settings.serve_url}/v1/predict/flight-delay", json=EXAMPLE_FLIGHT, timeout=60)

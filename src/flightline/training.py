@@ -58,6 +58,21 @@ class Window:
         return cls(**{k: parse_month(v) for k, v in data.items()})
 
 
+HOLDOUT_PARAMS = {"train_start": "2013-01", "train_end": "2013-09", "eval_start": "2013-10", "eval_end": "2013-12"}
+"""The example's temporal holdout (demo and benchmark): train on Jan-Sep 2013, evaluate on Oct-Dec."""
+
+
+def manual_logical_date() -> dt.datetime:
+    """A logical date for a manual run of the 2013 training DAG.
+
+    The DAG's dates cover 2013 only, and a run outside them gets no tasks; the seconds of today make
+    each run's date unique (Airflow allows one run per logical date).
+    """
+    import time
+
+    return dt.datetime(2013, 12, 1, tzinfo=dt.UTC) + dt.timedelta(seconds=int(time.time()) % 86400)
+
+
 def parse_month(value: str | dt.date) -> dt.date:
     """``YYYY-MM`` (or a date) as the first day of that month."""
     if isinstance(value, dt.date):

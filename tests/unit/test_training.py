@@ -7,7 +7,7 @@ import datetime as dt
 import pytest
 
 from flightline.errors import FlightlineConfigError
-from flightline.training import Window, month_bounds, resolve_window, run_key
+from flightline.training import HOLDOUT_PARAMS, Window, manual_logical_date, month_bounds, resolve_window, run_key
 
 
 def test_scheduled_runs_evaluate_on_their_month_and_train_on_the_months_before() -> None:
@@ -31,3 +31,11 @@ def test_month_bounds_follow_new_york_months() -> None:
     start, end = month_bounds(dt.date(2013, 3, 1), dt.date(2013, 3, 1))
     assert start == dt.datetime(2013, 3, 1, 5, tzinfo=dt.UTC)  # EST
     assert end == dt.datetime(2013, 4, 1, 4, tzinfo=dt.UTC)  # EDT
+
+
+def test_manual_runs_of_the_holdout_get_a_logical_date_inside_the_dags_2013_dates() -> None:
+    date = manual_logical_date()
+    # the DAG runs from 2013-01-01 to 2013-12-31: a later logical date gives a run with no task
+    assert dt.datetime(2013, 12, 1, tzinfo=dt.UTC) <= date < dt.datetime(2013, 12, 2, tzinfo=dt.UTC)
+    window = resolve_window(HOLDOUT_PARAMS, date.date())
+    assert window == Window(dt.date(2013, 1, 1), dt.date(2013, 9, 1), dt.date(2013, 10, 1), dt.date(2013, 12, 1))
