@@ -7,7 +7,8 @@ install:
 demo: install
 	.venv/bin/flightline demo
 
-test: install
+test:
+	./scripts/bootstrap.sh --browser
 	.venv/bin/python -m pytest
 
 up: install

@@ -1,8 +1,22 @@
 #!/usr/bin/env bash
 # Install everything flightline needs into .venv, exactly as locked in uv.lock.
 # Bootstraps uv when it is missing; torch comes as a CPU build from pip's configured find-links.
+# --browser: also make sure Chromium is there (the UI tests drive it; Debian's package, as root).
 set -euo pipefail
 cd "$(dirname "$0")/.."
+
+if [ "${1:-}" = "--browser" ]; then
+  shift
+  if ! command -v chromium >/dev/null 2>&1; then
+    if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
+      apt-get update -qq
+      DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null
+    else
+      echo "the UI tests need Chromium: install it (Debian: apt-get install chromium) and re-run" >&2
+      exit 1
+    fi
+  fi
+fi
 
 if ! command -v uv >/dev/null 2>&1; then
   python3 -m pip install --quiet --user "uv>=0.9" || python3 -m pip install --quiet "uv>=0.9"

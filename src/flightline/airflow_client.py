@@ -11,6 +11,8 @@ from flightline.airflow_server import api_token
 from flightline.errors import NotFoundError, ServiceError
 
 if TYPE_CHECKING:
+    import datetime as dt
+
     from flightline.config import Settings
 
 TERMINAL_STATES = ("success", "failed")
@@ -55,11 +57,32 @@ class AirflowClient:
         """
         self.wait_for_dag(dag_id)
         if unpause:
-            self._request("PATCH", f"/dags/{dag_id}", json={"is_paused": False})
+            self.set_paused(dag_id, False)
         run = self._request(
             "POST", f"/dags/{dag_id}/dagRuns", json={"logical_date": logical_date, "conf": conf or {}}
         )
         return str(run["dag_run_id"])
+
+    def set_paused(self, dag_id: str, paused: bool) -> bool:
+        """Pause or unpause dag_id (a paused DAG's runs stay queued); return whether it was paused."""
+        was_paused = bool(self._request("GET", f"/dags/{dag_id}")["is_paused"])
+        self._request("PATCH", f"/dags/{dag_id}", json={"is_paused": paused})
+        return was_paused
+
+    def runs(self, dag_id: str, *, logical_date: dt.datetime | None = None) -> list[dict[str, Any]]:
+        """The runs of dag_id (newest first), or only those at logical_date."""
+        params: dict[str, Any] = {"limit": 100, "order_by": "-run_after"}
+        if logical_date is not None:
+            params["logical_date_gte"] = params["logical_date_lte"] = logical_date.isoformat()
+        return list(self._request("GET", f"/dags/{dag_id}/dagRuns", params=params)["dag_runs"])
+
+    def run_ids(self, dag_id: str) -> list[str]:
+        return [run["dag_run_id"] for run in self.runs(dag_id)]
+
+    def delete_run(self, dag_id: str, run_id: str) -> None:
+        response = self._http.delete(f"{self._base}/dags/{dag_id}/dagRuns/{run_id}")
+        if response.status_code not in (204, 404):
+            raise ServiceError("airflow", f"DELETE run {run_id} -> HTTP {response.status_code}: {response.text[:300]}")
 
     def run_state(self, dag_id: str, run_id: str) -> str:
         return str(self._request("GET", f"/dags/{dag_id}/dagRuns/{run_id}")["state"])
