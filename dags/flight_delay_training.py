@@ -9,8 +9,9 @@ apply + materialize) -> training_set (Feast point-in-time join at departure - 2 
 Scheduled monthly over 2013: the run for month M sees the data scheduled up to the end of M, trains
 on the earlier months of the year and evaluates on M (January has nothing to train on: the training
 stages are skipped). Trigger it by hand with params to choose the windows and hyperparameters, e.g.
-train 2013-01..2013-09, evaluate 2013-10..2013-12. Reruns reuse their data versions, training set,
-MLflow run and model version, and move no alias twice.
+train 2013-01..2013-09, evaluate 2013-10..2013-12, and a logical date in 2013 (the form's date
+picker): the DAG ends on 2013-12-31, and a run dated later has no tasks. Reruns reuse their data
+versions, training set, MLflow run and model version, and move no alias twice.
 """
 
 from __future__ import annotations
