@@ -36,6 +36,7 @@ def _month_param(title: str, description: str) -> Param:
     catchup=False,
     max_active_runs=1,
     tags=["training", "flights", "model"],
+    doc_md=__doc__,
     default_args={"retries": 2, "retry_delay": pendulum.duration(seconds=30)},
     params={
         "train_start": _month_param("Training from (YYYY-MM)", "empty: January of the evaluation year"),
