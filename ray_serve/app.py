@@ -81,7 +81,7 @@ class FlightRouter:
         self._reader_error: str | None = "not loaded yet"
         self._pool: Any = None
         self._policy_conn: Any = None
-        self._ready: asyncio.Event | None = None
+        self._start: asyncio.Future[None] | None = None
         self._poller: asyncio.Task[None] | None = None
         self._router = serving.Router(
             self._settings,
@@ -114,20 +114,28 @@ class FlightRouter:
         return score
 
     async def _started(self) -> None:
-        """Open the feature pool, read policy and views once, start the poller: once per replica, in its loop."""
-        if self._ready is None:
-            from psycopg_pool import AsyncConnectionPool
+        """Open the feature pool, read policy and views once, start the poller: once per replica, in its loop.
 
-            self._ready = asyncio.Event()
-            self._pool = AsyncConnectionPool(
+        The start is a task of its own, shielded from the request that began it: a client that gives up
+        (Serve then cancels its request) must not leave the replica half-started with every later request
+        waiting. A start that failed is tried again by the next request.
+        """
+        if self._start is None or (self._start.done() and (self._start.cancelled() or self._start.exception())):
+            self._start = asyncio.ensure_future(self._start_once())
+        await asyncio.shield(self._start)
+
+    async def _start_once(self) -> None:
+        from psycopg_pool import AsyncConnectionPool
+
+        if self._pool is None:
+            pool = AsyncConnectionPool(
                 self._settings.postgres_dsn(self._settings.feast_db), min_size=1, max_size=4, open=False,
                 kwargs={"autocommit": True},
             )
-            await self._pool.open()
-            await self._poll_once()
-            self._poller = asyncio.create_task(self._poll())
-            self._ready.set()
-        await self._ready.wait()
+            await pool.open()
+            self._pool = pool
+        await self._poll_once()
+        self._poller = asyncio.create_task(self._poll())
 
     async def _poll(self) -> None:
         """Keep the traffic policy and the Feast view definitions current (no redeploy needed)."""
@@ -180,7 +188,8 @@ class FlightRouter:
     @api.get("/v1/serving/status")
     async def serving_status(self) -> dict[str, Any]:
         await self._started()
-        models = {name: model.info() for name, model in self._local.items()}
+        here = serve.get_replica_context().deployment
+        models = {name: {**model.info(), "deployment": here} for name, model in self._local.items()}
         for name, handle in self._handles.items():
             try:
                 models[name] = await handle.info.remote()

@@ -45,7 +45,8 @@ class FlightDelayModel:
         return self._model.predict(rows)
 
     def info(self) -> dict[str, Any]:
-        return self._model.info()
+        """The alias's version and rows scored, and this deployment's name (the router's status shows it)."""
+        return {**self._model.info(), "deployment": serve.get_replica_context().deployment}
 
     def check_health(self) -> None:
         """Unhealthy only if the alias poller died: a missing alias is a state to report, not a crash."""

@@ -159,13 +159,15 @@ def _dashboard_up(settings: Settings) -> bool:
         return False
 
 
-def deploy(settings: Settings, *, attempts: int = 4) -> None:
+def deploy(settings: Settings, *, config: Path | None = None, attempts: int = 4) -> None:
     """``serve deploy`` the rendered config to this platform's head (also applies config edits in place).
 
-    The dashboard answers /api/version before its Serve API module is ready; a deploy in that gap
-    fails with "Remote end closed connection", so a failed deploy is retried a few times.
+    ``config``: another Serve config to send instead (the tests add an application beside the default
+    one this way). Serve applies a config as the whole desired state: applications it omits are removed,
+    unchanged ones keep running. The dashboard answers /api/version before its Serve API module is
+    ready; a deploy in that gap fails with "Remote end closed connection", so a failed deploy is retried.
     """
-    path = render_config(settings)
+    path = config or render_config(settings)
     argv = [str(Path(sys.executable).parent / "serve"), "deploy", str(path), "--address", dashboard_url(settings)]
     for attempt in range(1, attempts + 1):
         with open(log_path(settings), "a") as handle:

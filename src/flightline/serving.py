@@ -286,6 +286,8 @@ class AliasedModel:
         self.alias = alias
         self.current: tuple[Any, str] | None = None
         self.error: str | None = None
+        self.rows_scored = 0
+        self._count_lock = threading.Lock()
 
     def refresh(self) -> bool:
         """Load the alias's version if it moved; True when a new version was swapped in."""
@@ -326,7 +328,8 @@ class AliasedModel:
 
     def info(self) -> dict[str, Any]:
         current = self.current
-        return {"alias": self.alias, "version": current[1] if current else None, "error": self.error}
+        return {"alias": self.alias, "version": current[1] if current else None, "error": self.error,
+                "rows_scored": self.rows_scored}
 
     def predict(self, rows: list[list[float]]) -> tuple[list[float], str]:
         """Delay probabilities for model rows (columns of flightline.features.FEATURE_NAMES)."""
@@ -336,7 +339,10 @@ class AliasedModel:
         if current is None:
             raise NotFoundError(self.error or f"no model loaded for alias {self.alias!r}")
         model, version = current
-        return predict_rows(model, rows), version
+        probabilities = predict_rows(model, rows)
+        with self._count_lock:  # colocated models score in worker threads
+            self.rows_scored += len(rows)
+        return probabilities, version
 
 
 class _BoosterPredictor:

@@ -115,11 +115,16 @@ def set_alias(settings: Settings, alias: str, version: str) -> None:
 
 
 def wait_for_versions(url: str, want: dict[str, str], *, timeout: float = 60) -> dict[str, Any]:
-    """Poll the router's status until each alias serves the wanted version."""
+    """Poll the router's status until each alias serves the wanted version (an app still starting may
+    refuse, 404 or time out: that is "not yet")."""
     deadline, status = time.monotonic() + timeout, {}
     while time.monotonic() < deadline:
-        status = httpx.get(f"{url}/v1/serving/status", timeout=10).json()
-        if all(status["models"].get(a, {}).get("version") == v for a, v in want.items()):
+        try:
+            response = httpx.get(f"{url}/v1/serving/status", timeout=10)
+            status = response.json() if response.status_code == 200 else {"http_status": response.status_code}
+        except httpx.HTTPError as exc:
+            status = {"error": repr(exc)}
+        if all(status.get("models", {}).get(a, {}).get("version") == v for a, v in want.items()):
             return status
         time.sleep(0.5)
     raise AssertionError(f"router did not load {want} in {timeout} s: {status}")

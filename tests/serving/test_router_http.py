@@ -8,6 +8,7 @@ from __future__ import annotations
 import concurrent.futures
 import datetime as dt
 import time
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import httpx
@@ -243,3 +244,67 @@ def test_traffic_cli_changes_policy_at_runtime(serve_url: str, platform: Setting
     assert policy["mode"] == "ab" and policy["challenger_percent"] == 50 and policy["reason"] == "A/B from the CLI"
     assert policy["set_at"]
     assert runner.invoke(app, ["serve", "traffic", "champion", "--why", "end of A/B"]).exit_code == 0
+
+
+def test_separate_model_deployments_answer_and_take_the_canary(
+    serve_url: str, platform: Settings, models: dict[str, str], tmp_path: Path
+) -> None:
+    """FLIGHTLINE_SERVE_COLOCATE_MODELS=false: champion and challenger run as their own deployments.
+
+    The config rendered for that mode runs as a second application beside the default one (which keeps
+    serving, untouched), and deploying the default config again removes it. Each model deployment
+    counts the rows it scored, so the answers are traced to the deployment that produced them.
+    """
+    import yaml
+
+    from flightline import serve_server
+    from flightline.processes import wait_until
+    from flightline.schemas_serving import FlightIn
+    from flightline.serving import TrafficPolicy, assign_variant
+
+    def answers(path: str) -> int:
+        try:
+            return httpx.get(f"{serve_url}{path}", timeout=5).status_code
+        except httpx.HTTPError:
+            return 0
+
+    separate = platform.model_copy(update={"serve_colocate_models": False, "serve_rag": False})
+    app = yaml.safe_load(serve_server.render_config(separate).read_text())["applications"][0]
+    assert app["args"]["colocate_models"] is False
+    config = yaml.safe_load(serve_server.render_config(platform).read_text())
+    config["applications"].append({**app, "name": "separate", "route_prefix": "/separate"})
+    (tmp_path / "serve_config.yaml").write_text(yaml.safe_dump(config, sort_keys=False))
+    url = f"{serve_url}/separate"
+    try:
+        serve_server.deploy(platform, config=tmp_path / "serve_config.yaml")
+        status = wait_for_versions(url, {"champion": models["champion"], "challenger": models["challenger"]},
+                                   timeout=240)
+        assert {a: m["deployment"] for a, m in status["models"].items()} == {
+            "champion": "champion", "challenger": "challenger"
+        }
+        before = {a: m["rows_scored"] for a, m in status["models"].items()}
+
+        body = httpx.post(f"{url}{PREDICT}", json=flight(), timeout=30).json()
+        assert body["variant"] == "champion" and body["model_version"] == models["champion"]
+        assert body["fallback_reason"] is None and len(body["features"]["fetched"]) == 35
+
+        _policy(platform, mode="canary", challenger_percent=30, experiment="separate")
+        flights = [flight(flight_number=n) for n in range(1, 101)]
+        out = httpx.post(f"{url}{PREDICT}/batch", json={"flights": flights}, timeout=60).json()["predictions"]
+        variants = [p["variant"] for p in out]
+        canary = TrafficPolicy(mode="canary", challenger_percent=30, experiment="separate")
+        assert variants == [assign_variant(canary, FlightIn.model_validate(f).sticky_key()) for f in flights]
+        assert {"champion", "challenger"} == set(variants) and not any(p["fallback_reason"] for p in out)
+        assert {p["model_version"] for p in out if p["variant"] == "challenger"} == {models["challenger"]}
+
+        status = httpx.get(f"{url}/v1/serving/status", timeout=10).json()
+        after = {a: m["rows_scored"] for a, m in status["models"].items()}
+        assert after["champion"] - before["champion"] == 1 + variants.count("champion")
+        assert after["challenger"] - before["challenger"] == variants.count("challenger")
+    finally:
+        _policy(platform, mode="champion")
+        serve_server.deploy(platform)
+    wait_until("separate app removal", lambda: answers("/separate/healthz") == 404, timeout=120,
+               log=serve_server.log_path(platform))
+    default = httpx.post(f"{serve_url}{PREDICT}", json=flight(), timeout=30).json()
+    assert default["variant"] == "champion" and default["model_version"] == models["champion"]
