@@ -47,6 +47,55 @@ def test_score_day_matches_online_and_reruns_idempotently(
     assert batch == pytest.approx(online["delay_probability"], abs=1e-9)
 
 
+def test_dag_run_scores_the_day_after_its_logical_date(
+    serve_url: str, platform: Settings, models: dict[str, str]
+) -> None:
+    """A real run of the DAG (``dag.test()``, no ``day`` param) scores the flights of the next local day
+    with the champion: the day's rows and its freshness record are the ones this run wrote."""
+    from zoneinfo import ZoneInfo
+
+    from airflow.dag_processing.dagbag import DagBag
+
+    from flightline import batch_inference
+    from flightline import features as F
+    from flightline.config import PROJECT_DIR
+    from flightline.database import connect
+
+    seed_flight(platform)
+    day = DEPARTURE.astimezone(ZoneInfo(F.LOCAL_TZ)).date()
+    start, end = batch_inference.day_bounds(day)
+    with connect(platform, platform.warehouse_db, autocommit=True) as conn:  # earlier runs must not count
+        conn.execute(batch_inference.DDL)
+        conn.execute("delete from serving.batch_predictions where prediction_date = %s", (day,))
+        conn.execute("delete from serving.batch_prediction_freshness where prediction_date = %s", (day,))
+        scheduled = {r[0] for r in conn.execute(
+            "select flight_id from marts.flights where scheduled_departure_at >= %s and scheduled_departure_at < %s",
+            (start, end),
+        ).fetchall()}
+    bag = DagBag(dag_folder=str(PROJECT_DIR / "dags" / "batch_inference.py"))
+    assert bag.import_errors == {}
+    logical = dt.datetime.combine(day - dt.timedelta(days=1), dt.time(4), tzinfo=dt.UTC)
+    began = dt.datetime.now(dt.UTC)
+    run = bag.dags["batch_inference"].test(logical_date=logical)
+    assert {ti.task_id: str(ti.state) for ti in run.get_task_instances()} == {"score": "success"}
+    with connect(platform, platform.warehouse_db) as conn:
+        rows = conn.execute(
+            "select flight_id, scheduled_departure_at, delay_probability, model_name, model_version, scored_at "
+            "from serving.batch_predictions where prediction_date = %s", (day,)
+        ).fetchall()
+        freshness = conn.execute(
+            "select model_name, model_version, flights, features_as_of, scored_at "
+            "from serving.batch_prediction_freshness where prediction_date = %s", (day,)
+        ).fetchone()
+    assert FLIGHT_ID in scheduled and {r[0] for r in rows} == scheduled
+    seeded = next(r for r in rows if r[0] == FLIGHT_ID)
+    assert seeded[1] == DEPARTURE and 0 < seeded[2] < 1
+    assert {(r[3], r[4]) for r in rows} == {(platform.model_name, models["champion"])}
+    assert freshness[:3] == (platform.model_name, models["champion"], len(rows))
+    assert freshness[3] == end - F.PREDICTION_LEAD
+    assert {r[5] for r in rows} == {freshness[4]} and began <= freshness[4] <= dt.datetime.now(dt.UTC)
+
+
 def test_batch_dag_shape() -> None:
     import importlib.util
 
