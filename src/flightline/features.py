@@ -19,18 +19,13 @@ departure) are pure functions here, called by the Feast on-demand view in traini
 from __future__ import annotations
 
 import datetime as dt
-import logging
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from flightline.errors import FlightlineError
 
 if TYPE_CHECKING:
     import pandas as pd
-
-    from flightline.config import Settings
-
-log = logging.getLogger(__name__)
 
 PREDICTION_LEAD = dt.timedelta(hours=2)
 """How long before scheduled departure a prediction is made (and every feature is frozen)."""
@@ -202,62 +197,3 @@ class FlightRequest:
             "tail_number": self.tail_number or "",
             "scheduled_departure_at": self.scheduled_departure_at,
         }
-
-
-@dataclass
-class FeatureRow:
-    """A model input row and where each value came from.
-
-    ``fetched``: read from the online store; ``missing``: the store had no value (left NaN, which the
-    model handles as it did in training, where such rows are kept with nulls); ``computed``: request-time
-    transforms.
-    """
-
-    values: dict[str, float]
-    fetched: list[str] = field(default_factory=list)
-    missing: list[str] = field(default_factory=list)
-    computed: list[str] = field(default_factory=list)
-
-    def to_frame(self) -> pd.DataFrame:
-        """One-row frame with the model's columns in order."""
-        import pandas as pd
-
-        return pd.DataFrame([[self.values[name] for name in FEATURE_NAMES]], columns=FEATURE_NAMES, dtype="float64")
-
-
-def build_feature_row(settings: Settings, request: FlightRequest, *, as_of: dt.datetime | None = None) -> FeatureRow:
-    """Build the model input for one flight from Feast online features and request-time transforms.
-
-    Serving calls this; training reads the same feature service offline. A value older than its
-    view's ttl at ``as_of`` (default: the flight's prediction time) is missing, as in the offline
-    point-in-time join; missing values stay NaN (never a made-up default), as in the training set.
-    """
-    import math
-
-    import pandas as pd
-
-    from flightline import feature_store
-
-    if request.scheduled_departure_at.tzinfo is None:
-        raise FlightlineError("scheduled_departure_at must be timezone-aware (UTC)")
-    moment = as_of or prediction_time(request.scheduled_departure_at)
-    online = feature_store.online_features(settings, [request.entity_row()])
-    clock = request_features(pd.Series([request.scheduled_departure_at])).iloc[0].to_dict()
-    view_of = {name: view for view, names in FEATURE_VIEWS.items() for name in names}
-    row = FeatureRow(values={})
-    for name in FEATURE_NAMES:
-        if name in clock:
-            row.values[name] = float(clock[name])
-            row.computed.append(name)
-            continue
-        value = online.get(name, [None])[0]
-        stamp = online.get(f"{name}__ts", [None])[0]
-        ttl = FEATURE_VIEW_TTLS[view_of[name]]
-        stale = bool(ttl) and stamp is not None and stamp < (moment - ttl).timestamp()
-        if value is None or stale or (isinstance(value, float) and math.isnan(value)):
-            row.values[name] = float("nan")
-            row.missing.append(name)
-        else:
-            row.values[name] = float(value)
-            row.fetched.append(name)
-    return row

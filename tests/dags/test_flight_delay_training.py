@@ -138,10 +138,15 @@ def test_registered_version_carries_lineage_metrics_and_plots(platform: Settings
 
 @pytest.mark.integration
 def test_online_features_equal_offline_features_at_the_same_moment(platform: Settings, trained: dict[str, Any]) -> None:
+    """What the Ray Serve router scores (its reader, its async read) equals Feast's training row."""
+    import asyncio
+
     import pandas as pd
+    import psycopg
 
     from flightline import feature_store, features
     from flightline.database import connect
+    from flightline.online_features import OnlineFeatureReader
 
     with connect(platform, platform.warehouse_db) as conn:
         flight = conn.execute(
@@ -152,12 +157,20 @@ def test_online_features_equal_offline_features_at_the_same_moment(platform: Set
     request = features.FlightRequest(*flight)
     moment = features.prediction_time(request.scheduled_departure_at)
     feature_store.materialize(platform, moment - dt.timedelta(days=2), moment)
-    online = features.build_feature_row(platform, request)
+    reader = OnlineFeatureReader.from_settings(platform)
+
+    async def served() -> Any:
+        dsn = platform.postgres_dsn(platform.feast_db)
+        async with await psycopg.AsyncConnection.connect(dsn, autocommit=True) as conn:
+            return (await reader.read_async(conn, [request]))[0]
+
+    online = asyncio.run(served())
     entity = pd.DataFrame([{**request.entity_row(), "event_timestamp": moment}])
     offline = feature_store.historical_features(platform, entity).iloc[0]
-    assert online.fetched and set(online.computed) == set(features.REQUEST_FEATURES)
-    for name in features.FEATURE_NAMES:
-        a, b = online.values[name], float(offline[name])
+    assert online.store_error is None and online.fetched
+    assert set(online.computed) == set(features.REQUEST_FEATURES)
+    for name, a in zip(features.FEATURE_NAMES, online.vector(), strict=True):
+        b = float(offline[name])
         assert (pd.isna(a) and pd.isna(b)) or a == pytest.approx(b), name
 
 

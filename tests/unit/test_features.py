@@ -39,10 +39,12 @@ def test_feature_names_are_unique_and_follow_the_feature_views() -> None:
         assert leaky not in F.FEATURE_NAMES
 
 
-def test_flight_request_entity_row_and_feature_row_order() -> None:
+def test_flight_request_entity_row_and_served_row_order() -> None:
+    from flightline.online_features import ServedFeatures
+
     request = F.FlightRequest("UA", 1545, "EWR", "IAH", dt.datetime(2013, 1, 1, 10, 15, tzinfo=dt.UTC), "N14228")
     row = request.entity_row()
     assert row["route_code"] == "EWR-IAH" and row["tail_number"] == "N14228"
-    values = {name: float(i) for i, name in enumerate(F.FEATURE_NAMES)}
-    frame = F.FeatureRow(values=values).to_frame()
-    assert list(frame.columns) == F.FEATURE_NAMES and frame.iloc[0].tolist() == list(values.values())
+    # values filled in another order than the model's: the served vector must still follow FEATURE_NAMES
+    values = {name: float(i) for i, name in enumerate(reversed(F.FEATURE_NAMES))}
+    assert ServedFeatures(values=values).vector() == [values[name] for name in F.FEATURE_NAMES]
