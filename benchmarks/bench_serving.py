@@ -92,7 +92,7 @@ def _feature_read_costs(settings: Any, flight: dict[str, Any], repeats: int) -> 
     feast_ms, feast_out = timed(lambda: store.get_online_features(features=refs, entity_rows=[row]).to_dict())
     with connect(settings, settings.feast_db, autocommit=True) as conn:
         sql_ms, served = timed(lambda: reader.read(conn, [request])[0])
-        keys, distinct = reader.params([request])
+        _, distinct = reader.params([request])
         raw_ms, _ = timed(lambda: conn.execute(reader.query, distinct).fetchall())
     same = all(
         (feast_out[n][0] is None and math.isnan(served.values[n])) or feast_out[n][0] == served.values[n]

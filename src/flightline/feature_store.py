@@ -1,4 +1,5 @@
-"""Feast, wrapped: apply the repo, materialize, read training sets offline and rows online.
+"""Feast, wrapped: apply the repo, materialize, read training sets offline (serving reads the online
+store through flightline.online_features).
 
 The repo's ``feature_store.yaml`` names its connections as ``${FLIGHTLINE_*}`` variables; here they
 are filled from the settings (no environment needed), so the same repo runs on any platform.
@@ -11,7 +12,6 @@ import logging
 import os
 import re
 import sys
-from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any
 
 from flightline import features as F
@@ -158,17 +158,6 @@ def flight_features(settings: Settings, start: dt.datetime, end: dt.datetime) ->
         chunks = list(pool.map(lambda span: historical_features(settings, entity_query(*span)), bounds))
     frame = pd.concat(chunks, ignore_index=True) if chunks else pd.DataFrame()
     return frame.sort_values("flight_id", kind="stable").reset_index(drop=True) if len(frame) else frame
-
-
-def online_features(settings: Settings, entity_rows: Iterable[dict[str, Any]]) -> dict[str, list[Any]]:
-    """Latest online values of every stored feature of the model, with ``<name>__ts`` event times in
-    epoch seconds (request-time features are computed by the caller with
-    :func:`flightline.features.request_features`)."""
-    store = get_store(settings)
-    refs = [f"{view}:{name}" for view, names in F.FEATURE_VIEWS.items() if view != "departure_clock" for name in names]
-    keys = ("carrier_code", "origin_airport_code", "dest_airport_code", "route_code", "tail_number")
-    rows = [{k: row[k] for k in keys} for row in entity_rows]
-    return store.get_online_features(features=refs, entity_rows=rows).to_dict(include_event_timestamps=True)
 
 
 def _service(store: FeatureStore) -> Any:
