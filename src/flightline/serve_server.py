@@ -159,28 +159,33 @@ def _dashboard_up(settings: Settings) -> bool:
         return False
 
 
-def deploy(settings: Settings, *, config: Path | None = None, attempts: int = 4) -> None:
+def deploy(settings: Settings, *, config: Path | None = None) -> None:
     """``serve deploy`` the rendered config to this platform's head (also applies config edits in place).
 
     ``config``: another Serve config to send instead (the tests add an application beside the default
     one this way). Serve applies a config as the whole desired state: applications it omits are removed,
     unchanged ones keep running. The dashboard answers /api/version before its Serve API module is
-    ready; a deploy in that gap fails with "Remote end closed connection", so a failed deploy is retried.
+    ready; a deploy in that gap fails with "Remote end closed connection", and on a loaded machine the
+    gap lasts longer, so a failed deploy is retried until ``startup_timeout_s`` has passed.
     """
     path = config or render_config(settings)
     argv = [str(Path(sys.executable).parent / "serve"), "deploy", str(path), "--address", dashboard_url(settings)]
-    for attempt in range(1, attempts + 1):
+    deadline = time.monotonic() + settings.startup_timeout_s
+    attempt = 0
+    while True:
+        attempt += 1
         with open(log_path(settings), "a") as handle:
             result = subprocess.run(argv, stdout=handle, stderr=subprocess.STDOUT,
                                     env={**os.environ, **ray_env(settings)}, timeout=300)
         if result.returncode == 0:
             return
-        if attempt < attempts:
-            time.sleep(5 * attempt)
-    raise ServiceError(
-        COMPONENT, f"serve deploy {path} exited with {result.returncode} after {attempts} attempts",
-        log=log_path(settings),
-    )
+        if time.monotonic() >= deadline:
+            raise ServiceError(
+                COMPONENT, f"serve deploy {path} exited with {result.returncode} after {attempt} attempts "
+                f"in {settings.startup_timeout_s:.0f} s",
+                log=log_path(settings),
+            )
+        time.sleep(min(5 * attempt, 15))
 
 
 def stop(settings: Settings) -> bool:
