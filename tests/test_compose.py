@@ -38,3 +38,14 @@ def test_every_service_command_is_a_flightline_component() -> None:
         command = service.get("command", [])
         if command[:2] == ["flightline", "exec"]:
             assert command[2] in components, (name, command)
+
+
+def test_every_generated_secret_comes_from_the_env_file() -> None:
+    """Each container has its own home: a secret left to generate would differ between containers."""
+    from flightline.config import _SECRET_NAMES
+
+    compose = yaml.safe_load(COMPOSE_FILE.read_text())
+    env = compose["x-flightline-env"]
+    for name in _SECRET_NAMES:
+        variable = f"FLIGHTLINE_{name.upper()}"
+        assert env.get(variable) == f"${{{variable}:?set it in .env}}", variable
