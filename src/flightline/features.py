@@ -152,28 +152,48 @@ def route_code(origin_airport_code: str, dest_airport_code: str) -> str:
 def request_features(scheduled_departure_at: pd.Series) -> pd.DataFrame:
     """Clock features of the scheduled departure (local New York time), for training and serving.
 
+    Training runs it through the Feast on-demand view on large Series; serving runs it on one row per
+    request, where pandas' per-call overhead dominates (a ``.dt`` accessor call costs ~65 us even on one
+    row: a version with one accessor per feature took ~1 ms per flight, 0.6 s per million rows). So the
+    timestamps are converted to local wall-clock time once (one vectorized tz conversion, which applies
+    the DST rules), and every feature is then integer arithmetic on the ``datetime64`` values and their
+    day/month/year truncations: cheap for one row and for millions. A missing timestamp (NaT/None) gives
+    NaN in the clock columns and 0.0 in ``is_weekend`` (what it has always given, so training rows and
+    served rows keep meaning the same).
+
     Args:
         scheduled_departure_at: UTC timestamps (tz-aware or naive UTC).
 
     Returns:
-        One row per input with the columns of :data:`REQUEST_FEATURES` (float64, so missing stays NaN).
+        One row per input (same index) with the columns of :data:`REQUEST_FEATURES` (float64, so missing
+        stays NaN).
     """
+    import numpy as np
     import pandas as pd
 
-    utc = pd.to_datetime(scheduled_departure_at, utc=True)
-    local = utc.dt.tz_convert(LOCAL_TZ)
-    frame = pd.DataFrame(
-        {
-            "departure_hour_local": local.dt.hour,
-            "departure_minute_of_day_local": local.dt.hour * 60 + local.dt.minute,
-            "departure_day_of_week": local.dt.dayofweek,
-            "departure_month": local.dt.month,
-            "departure_day_of_year": local.dt.dayofyear,
-            "is_weekend": (local.dt.dayofweek >= 5).astype("float64"),
-        },
-        index=scheduled_departure_at.index,
-    )
-    return frame.astype("float64")
+    if isinstance(scheduled_departure_at.dtype, pd.DatetimeTZDtype):
+        instants = scheduled_departure_at.array  # already instants: to_datetime(utc=True) would only re-wrap them
+    else:
+        instants = pd.to_datetime(scheduled_departure_at, utc=True).array
+    local = instants.tz_convert(LOCAL_TZ).tz_localize(None).to_numpy()  # wall clock, datetime64 (NaT kept)
+    missing = np.isnat(local)
+    day = local.astype("datetime64[D]")  # numpy casts round toward the past, so pre-1970 days are right too
+    minute_of_day = (local.astype("datetime64[m]") - day).view("int64")
+    day_of_week = (day.view("int64") + 3) % 7  # days since 1970-01-01, a Thursday; Monday = 0 as in pandas
+    clock = {
+        "departure_hour_local": minute_of_day // 60,
+        "departure_minute_of_day_local": minute_of_day,
+        "departure_day_of_week": day_of_week,
+        "departure_month": local.astype("datetime64[M]").view("int64") % 12 + 1,  # months since 1970-01
+        "departure_day_of_year": (day - local.astype("datetime64[Y]").astype("datetime64[D]")).view("int64") + 1,
+        "is_weekend": day_of_week >= 5,
+    }
+    out = np.empty((len(local), len(REQUEST_FEATURES)), dtype="float64")
+    for j, name in enumerate(REQUEST_FEATURES):
+        out[:, j] = clock[name]
+    out[missing] = np.nan  # a NaT's integer view is garbage
+    out[missing, REQUEST_FEATURES.index("is_weekend")] = 0.0  # not NaN: what a missing time has always given
+    return pd.DataFrame(out, index=scheduled_departure_at.index, columns=list(REQUEST_FEATURES))
 
 
 @dataclass(frozen=True)

@@ -31,6 +31,8 @@ if TYPE_CHECKING:
 
 REQUEST_VIEW = "departure_clock"
 
+_NO_TTL = dt.timedelta(0)
+
 FALLBACK_VALUES: dict[str, float] = {}
 """Per-feature fallback for a missing or stale value; a feature not listed falls back to NaN, the
 model's learned missing branch (LightGBM routes NaN as it did for training rows without a value)."""
@@ -122,7 +124,10 @@ class OnlineFeatureReader:
             ).format(i=sql.Literal(i), t=sql.Identifier(schema, spec.table))
             for i, spec in enumerate(specs)
         ]
-        self.query = sql.SQL(" union all ").join(parts)
+        # rendered once: executing a Composed re-renders it (quoting every identifier) on each call. Without
+        # a connection psycopg quotes identifiers itself, the same way libpq does ("a""b"); str, not bytes,
+        # so the connection still encodes it in its own client encoding
+        self.query: str = sql.SQL(" union all ").join(parts).as_string(None)
 
     @classmethod
     def from_settings(cls, settings: Settings) -> OnlineFeatureReader:
@@ -143,12 +148,20 @@ class OnlineFeatureReader:
         from feast.protos.feast.types.Value_pb2 import Value
 
         rows = [request.entity_row() for request in requests]
+        # several views share a join key (origin: daily, hourly, weather; plane; route): serialize each
+        # (join key, value) once per call
+        serialized: dict[tuple[str, str], bytes] = {}
         per_view: list[list[bytes]] = []
         for spec in self.specs:
             keys = []
             for row in rows:
-                key = EntityKey(join_keys=[spec.join_key], entity_values=[Value(string_val=str(row[spec.join_key]))])
-                keys.append(serialize_entity_key(key, entity_key_serialization_version=self._key_version))
+                value = str(row[spec.join_key])
+                entity = serialized.get((spec.join_key, value))
+                if entity is None:
+                    key = EntityKey(join_keys=[spec.join_key], entity_values=[Value(string_val=value)])
+                    entity = serialize_entity_key(key, entity_key_serialization_version=self._key_version)
+                    serialized[spec.join_key, value] = entity
+                keys.append(entity)
             per_view.append(keys)
         return per_view, [sorted(set(keys)) for keys in per_view]
 
@@ -160,27 +173,32 @@ class OnlineFeatureReader:
         from feast.protos.feast.types.Value_pb2 import Value
 
         found: dict[tuple[int, bytes], dict[str, tuple[float | None, dt.datetime]]] = {}
+        proto = Value()  # reused: ParseFromString clears it, and only a float is kept of each row
         for view_index, entity_key, feature_name, blob, event_ts in rows:
-            proto = Value()
             proto.ParseFromString(bytes(blob))
             kind = proto.WhichOneof("val")
             value = float(getattr(proto, kind)) if kind and kind != "null_val" else None
             found.setdefault((int(view_index), bytes(entity_key)), {})[feature_name] = (value, event_ts)
         clock = F.request_features(pd.Series([r.scheduled_departure_at for r in requests]))
+        # read once, as Python floats: selecting a pandas column (let alone .iloc) per feature and row costs
+        # more than computing the features
+        columns = dict(zip(clock.columns, clock.to_numpy(dtype="float64").T.tolist(), strict=True))
+        computed = [(name, columns[name]) for name in F.REQUEST_FEATURES]
         served = []
         for i, request in enumerate(requests):
             moment = F.prediction_time(request.scheduled_departure_at)
             row = ServedFeatures(values={})
-            for name in F.REQUEST_FEATURES:
-                row.values[name] = float(clock[name].iloc[i])
+            for name, column in computed:
+                row.values[name] = float(column[i])
                 row.computed.append(name)
             for v, spec in enumerate(self.specs):
                 stored = found.get((v, keys[v][i]), {})
+                expires = spec.ttl > _NO_TTL
                 for name in spec.features:
                     value, event_ts = stored.get(name, (None, None))
                     if value is None or math.isnan(value):
                         self._fallback(row, name, row.missing)
-                    elif spec.ttl > dt.timedelta(0) and event_ts is not None and moment - event_ts > spec.ttl:
+                    elif expires and event_ts is not None and moment - event_ts > spec.ttl:
                         self._fallback(row, name, row.stale)
                     else:
                         row.values[name] = value

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import datetime as dt
+from zoneinfo import ZoneInfo
 
+import numpy as np
 import pandas as pd
 import pytest
 
@@ -28,6 +30,103 @@ def test_request_features_use_new_york_local_time_across_daylight_saving() -> No
     assert out["departure_day_of_week"].tolist() == [5.0, 0.0, 1.0]  # Saturday, Monday, Tuesday
     assert out["is_weekend"].tolist() == [1.0, 0.0, 0.0]
     assert out["departure_month"].tolist() == [3.0, 3.0, 12.0]
+
+
+def _clock(times: list[str]) -> pd.DataFrame:
+    return F.request_features(pd.Series(pd.to_datetime(times, utc=True)))
+
+
+def test_request_features_at_the_daylight_saving_switches() -> None:
+    # spring forward: 06:59 UTC is 01:59 EST, 07:00 UTC is 03:00 EDT (02:xx never happens locally)
+    spring = _clock(["2013-03-10 06:59", "2013-03-10 07:00", "2013-03-10 07:30"])
+    assert spring["departure_hour_local"].tolist() == [1.0, 3.0, 3.0]
+    assert spring["departure_minute_of_day_local"].tolist() == [119.0, 180.0, 210.0]
+    # fall back: 05:30 UTC is 01:30 EDT and 06:30 UTC is 01:30 EST again; 04:59 UTC is 00:59 EDT
+    fall = _clock(["2013-11-03 04:59", "2013-11-03 05:30", "2013-11-03 06:30", "2013-11-03 07:00"])
+    assert fall["departure_hour_local"].tolist() == [0.0, 1.0, 1.0, 2.0]
+    assert fall["departure_minute_of_day_local"].tolist() == [59.0, 90.0, 90.0, 120.0]
+    assert fall["departure_day_of_week"].tolist() == [6.0] * 4 and fall["is_weekend"].tolist() == [1.0] * 4
+    # a timestamp just after midnight UTC is still the previous local day (and weekday, and month)
+    late = _clock(["2013-04-01 03:59", "2013-04-01 04:00"])  # EDT: UTC-4
+    assert late["departure_month"].tolist() == [3.0, 4.0]
+    assert late["departure_day_of_week"].tolist() == [6.0, 0.0] and late["is_weekend"].tolist() == [1.0, 0.0]
+
+
+def test_request_features_day_of_year_on_leap_years_and_year_ends() -> None:
+    out = _clock(
+        [
+            "2012-02-29 17:00",
+            "2012-03-01 17:00",
+            "2013-03-01 17:00",
+            "2012-12-31 18:00",
+            "2013-01-01 04:59",
+            "2013-01-01 05:00",
+            "2013-12-31 18:00",
+        ]
+    )
+    # 2013-01-01 04:59 UTC is still 2012-12-31 23:59 in New York: day 366 of the leap year
+    assert out["departure_day_of_year"].tolist() == [60.0, 61.0, 60.0, 366.0, 366.0, 1.0, 365.0]
+    assert out["departure_month"].tolist() == [2.0, 3.0, 3.0, 12.0, 12.0, 1.0, 12.0]
+    assert out["departure_minute_of_day_local"].tolist() == [720.0, 720.0, 720.0, 780.0, 1439.0, 0.0, 780.0]
+
+
+def test_request_features_missing_times_give_nan_clock_and_leave_other_rows_alone() -> None:
+    times = pd.Series([None, dt.datetime(2013, 3, 9, 13, 30, tzinfo=dt.UTC), pd.NaT], index=[10, 20, 30])
+    out = F.request_features(times)
+    assert list(out.index) == [10, 20, 30] and (out.dtypes == "float64").all()
+    clock = [name for name in F.REQUEST_FEATURES if name != "is_weekend"]
+    assert out.loc[[10, 30], clock].isna().all().all()
+    # is_weekend of a missing time has always been 0.0 (a NaN weekday is not >= 5): kept so that
+    # training and serving rows mean what they meant
+    assert out.loc[[10, 30], "is_weekend"].tolist() == [0.0, 0.0]
+    assert out.loc[20].tolist() == [8.0, 510.0, 5.0, 3.0, 68.0, 1.0]  # Saturday 2013-03-09 08:30 EST
+    assert F.request_features(pd.Series([None])).isna().sum().sum() == len(F.REQUEST_FEATURES) - 1
+
+
+def test_request_features_match_python_zoneinfo_and_do_not_depend_on_batching() -> None:
+    rng = np.random.default_rng(7)
+    seconds = rng.integers(pd.Timestamp("1999-01-01").timestamp(), pd.Timestamp("2031-01-01").timestamp(), 3000)
+    times = pd.Series(pd.to_datetime(seconds, unit="s", utc=True), index=rng.permutation(len(seconds)) + 100)
+    times.iloc[::500] = pd.NaT
+    batch = F.request_features(times)
+    assert batch.index.equals(times.index) and list(batch.columns) == list(F.REQUEST_FEATURES)
+    new_york = ZoneInfo(F.LOCAL_TZ)
+    for position in range(0, len(times), 7):
+        one = F.request_features(times.iloc[position : position + 1])
+        pd.testing.assert_frame_equal(one, batch.iloc[position : position + 1])
+        if pd.isna(times.iloc[position]):
+            continue
+        local = times.iloc[position].to_pydatetime().astimezone(new_york)  # an independent implementation
+        expected = [
+            local.hour,
+            local.hour * 60 + local.minute,
+            local.weekday(),
+            local.month,
+            local.timetuple().tm_yday,
+            float(local.weekday() >= 5),
+        ]
+        assert one.iloc[0].tolist() == expected, local
+    # naive UTC, tz-aware in another zone and plain datetimes are the same instants
+    pd.testing.assert_frame_equal(F.request_features(times.dt.tz_localize(None)), batch)
+    pd.testing.assert_frame_equal(F.request_features(times.dt.tz_convert("Asia/Tokyo")), batch)
+    objects = pd.Series([None if pd.isna(t) else t.to_pydatetime() for t in times], index=times.index, dtype=object)
+    pd.testing.assert_frame_equal(F.request_features(objects), batch)
+
+
+def test_online_reader_query_is_rendered_once_with_quoted_identifiers() -> None:
+    from flightline.online_features import OnlineFeatureReader, ViewSpec
+
+    specs = [
+        ViewSpec("carrier_daily", "proj_carrier_daily", "carrier_code", dt.timedelta(days=1), ("a",)),
+        ViewSpec("odd", 'we"ird Name', "tail_number", dt.timedelta(0), ("b",)),
+    ]
+    reader = OnlineFeatureReader(specs, schema="online")
+    assert isinstance(reader.query, str)
+    columns = "entity_key, feature_name, value, event_ts"
+    assert reader.query == (
+        f'select 0::int2, {columns} from "online"."proj_carrier_daily" where entity_key = any(%s)'
+        f' union all select 1::int2, {columns} from "online"."we""ird Name" where entity_key = any(%s)'
+    )
 
 
 def test_feature_names_are_unique_and_follow_the_feature_views() -> None:
