@@ -6,8 +6,10 @@ same helpers as tests/serving), so the benchmark runs on a fresh platform.
 
     python benchmarks/bench_serving.py --seed      # writes benchmarks/results/bench_serving.json
 
-Measured in one run, alternating targets at each concurrency so machine load hits both alike:
-- latency p50/p99 and throughput at 1, 8 and 32 concurrent clients (HTTP keep-alive, one client each);
+Measured in one run, alternating targets at each concurrency so machine load hits all alike:
+- latency p50/p99 and throughput at 1, 8 and 32 concurrent clients (HTTP keep-alive, one client each)
+  through Ray Serve (its ingress on ``serve_port``) and the bare app (``benchmarks/bare_app.py``: the same
+  RouterRuntime without Ray) with 1 and 2 uvicorn workers, since the router autoscales to 2 replicas;
 - Feast's ``get_online_features`` for the flight's entities vs the one-query OnlineFeatureReader read of
   the same rows (values checked equal).
 """
@@ -38,26 +40,53 @@ def _quantiles(samples_ms: list[float]) -> dict[str, float]:
 
 
 async def _load(url: str, body: dict[str, Any], clients: int, seconds: float) -> dict[str, Any]:
-    import httpx
+    """Closed loop: each client posts, waits for the answer, posts again (aiohttp: less client CPU than httpx)."""
+    import aiohttp
 
     latencies: list[float] = []
     errors = 0
     stop_at = time.perf_counter() + seconds
+    payload = json.dumps(body).encode()
 
     async def client() -> None:
         nonlocal errors
-        async with httpx.AsyncClient(timeout=30) as http:
+        async with aiohttp.ClientSession(headers={"content-type": "application/json"}) as http:
             while time.perf_counter() < stop_at:
                 began = time.perf_counter()
-                response = await http.post(url, json=body)
+                async with http.post(url, data=payload) as response:
+                    await response.read()
                 latencies.append((time.perf_counter() - began) * 1000)
-                errors += response.status_code != 200
+                errors += response.status != 200
 
     began = time.perf_counter()
     await asyncio.gather(*(client() for _ in range(clients)))
     elapsed = time.perf_counter() - began
     return {"clients": clients, "requests": len(latencies), "errors": errors,
             "throughput_rps": round(len(latencies) / elapsed, 1), **_quantiles(latencies)}
+
+
+def _router_replicas(settings: Any) -> int:
+    """Running router replicas, from Serve's status (autoscaling moves it between 1 and 2)."""
+    import yaml
+
+    from flightline import serve_server
+
+    status = subprocess.run(
+        [str(Path(sys.executable).parent / "serve"), "status", "-a", serve_server.dashboard_url(settings)],
+        capture_output=True, text=True, check=True, env={**os.environ, **serve_server.ray_env(settings)},
+    )
+    deployment = yaml.safe_load(status.stdout)["applications"]["flightline"]["deployments"]["FlightRouter"]
+    return int(deployment["replica_states"].get("RUNNING", 0))
+
+
+def _start_bare(workers: int) -> tuple[subprocess.Popen[bytes], str]:
+    port = _free_port()
+    process = subprocess.Popen(
+        [sys.executable, "-m", "uvicorn", "--factory", "benchmarks.bare_app:create_app", "--host", "127.0.0.1",
+         "--port", str(port), "--workers", str(workers), "--log-level", "warning", "--no-access-log"],
+        cwd=ROOT, env={**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT)},
+    )
+    return process, f"http://127.0.0.1:{port}/v1/predict/flight-delay"
 
 
 def _free_port() -> int:
@@ -112,6 +141,11 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seconds", type=float, default=10.0, help="per target and concurrency")
     parser.add_argument("--clients", type=int, nargs="+", default=[1, 8, 32])
+    parser.add_argument("--warmup", type=float, default=15.0,
+                        help="seconds of load before each measurement (Serve's upscale delay is 10 s)")
+    parser.add_argument("--bare-workers", type=int, nargs="+", default=[1, 2],
+                        help="uvicorn worker counts of the bare app; ratios use the first for the target "
+                        "(the router autoscales to 2 replicas)")
     parser.add_argument("--repeats", type=int, default=300, help="feature reads per method")
     parser.add_argument("--seed", action="store_true", help="write the serving tests' features and models first")
     parser.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results" / "bench_serving.json")
@@ -134,57 +168,63 @@ def main() -> None:
     wait_for_versions(settings.serve_url, {"champion": str(champion.version)})
     body = flight()
 
-    port = _free_port()
-    bare = subprocess.Popen(
-        [sys.executable, "-m", "uvicorn", "--factory", "benchmarks.bare_app:create_app", "--host", "127.0.0.1",
-         "--port", str(port), "--log-level", "warning", "--no-access-log"],
-        cwd=ROOT, env={**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT)},
-    )
+    serve_url = f"{settings.serve_url}/v1/predict/flight-delay"
+    bares = {f"bare_fastapi_{n}w": _start_bare(n) for n in args.bare_workers}
     try:
-        bare_url = f"http://127.0.0.1:{port}/v1/predict/flight-delay"
-        serve_url = f"{settings.serve_url}/v1/predict/flight-delay"
-        deadline = time.monotonic() + 120
-        while True:
-            try:
-                if httpx.post(bare_url, json=body, timeout=5).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            if time.monotonic() > deadline or bare.poll() is not None:
-                raise SystemExit("bare app did not start")
-            time.sleep(1)
+        deadline = time.monotonic() + 180
+        for name, (process, url) in bares.items():
+            while True:
+                try:
+                    if httpx.post(url, json=body, timeout=5).status_code == 200:
+                        break
+                except httpx.HTTPError:
+                    pass
+                if time.monotonic() > deadline or process.poll() is not None:
+                    raise SystemExit(f"{name} did not start")
+                time.sleep(1)
         checked = httpx.post(serve_url, json=body, timeout=10).json()
-        expected = httpx.post(bare_url, json=body, timeout=10).json()
-        assert checked["delay_probability"] == expected["delay_probability"], (checked, expected)
+        for _, url in bares.values():
+            expected = httpx.post(url, json=body, timeout=10).json()
+            assert checked["delay_probability"] == expected["delay_probability"], (checked, expected)
 
-        results: dict[str, list[dict[str, Any]]] = {"ray_serve": [], "bare_fastapi": []}
+        targets = {**{name: url for name, (_, url) in bares.items()}, "ray_serve": serve_url}
+        results: dict[str, list[dict[str, Any]]] = {name: [] for name in targets}
         for clients in args.clients:
-            for name, url in (("bare_fastapi", bare_url), ("ray_serve", serve_url)):
-                asyncio.run(_load(url, body, clients, 2.0))  # warm-up
-                results[name].append(asyncio.run(_load(url, body, clients, args.seconds)))
-                print(name, results[name][-1], flush=True)
+            for name, url in targets.items():
+                asyncio.run(_load(url, body, clients, args.warmup))  # warm-up; lets Serve's autoscaler act
+                measured = asyncio.run(_load(url, body, clients, args.seconds))
+                if name == "ray_serve":
+                    measured["router_replicas"] = _router_replicas(settings)
+                results[name].append(measured)
+                print(name, measured, flush=True)
     finally:
-        bare.terminate()
-        bare.wait(30)
+        for process, _ in bares.values():
+            process.terminate()
+            process.wait(30)
 
-    ratios = [
-        {"clients": s["clients"], "throughput_ratio": round(s["throughput_rps"] / b["throughput_rps"], 3),
-         "p99_ratio": round(s["p99_ms"] / b["p99_ms"], 3)}
-        for s, b in zip(results["ray_serve"], results["bare_fastapi"], strict=True)
-    ]
+    bare = f"bare_fastapi_{args.bare_workers[0]}w"
+    ratios = {
+        name: [
+            {"clients": s["clients"], "throughput_ratio": round(s["throughput_rps"] / b["throughput_rps"], 3),
+             "p99_ratio": round(s["p99_ms"] / b["p99_ms"], 3)}
+            for s, b in zip(results["ray_serve"], results[name], strict=True)
+        ]
+        for name in results if name != "ray_serve"
+    }
     at8 = next((r for r in results["ray_serve"] if r["clients"] == 8), None)
-    ratio8 = next((r for r in ratios if r["clients"] == 8), None)
+    ratio8 = next((r for r in ratios[bare] if r["clients"] == 8), None)
     report = {
         "benchmark": "serving",
         "host": {"cpus": os.cpu_count(), "load_avg_1m": round(os.getloadavg()[0], 2), "python": host.python_version()},
-        "settings": {"throughput_optimized": settings.serve_throughput_optimized,
-                     "colocate_models": settings.serve_colocate_models, "seconds": args.seconds},
+        "settings": {"ingress": settings.serve_ingress, "throughput_optimized": settings.serve_throughput_optimized,
+                     "colocate_models": settings.serve_colocate_models, "seconds": args.seconds,
+                     "warmup_seconds": args.warmup},
         "model_version": str(champion.version),
         "http": results,
         "ray_vs_bare": ratios,
         "targets": {
             "p99_le_10ms_at_8": at8 is not None and at8["p99_ms"] <= 10,
-            "throughput_ge_0.8x_bare_at_8": ratio8 is not None and ratio8["throughput_ratio"] >= 0.8,
+            f"throughput_ge_0.8x_{bare}_at_8": ratio8 is not None and ratio8["throughput_ratio"] >= 0.8,
         },
         "feature_read": _feature_read_costs(settings, body, args.repeats),
     }

@@ -46,12 +46,33 @@ def test_second_up_is_a_noop(platform) -> None:
     assert {p.name: p.read_text() for p in platform.run_dir.glob("*.pid")} == pids
 
 
+def _listeners() -> list[tuple[str, str]]:
+    """(local address, owning process) of every listening TCP socket."""
+    listening = subprocess.run(["ss", "-ltnpH"], capture_output=True, text=True, check=True).stdout
+    return [(line.split()[3], line.split(maxsplit=5)[-1]) for line in listening.splitlines()]
+
+
 def test_every_listener_binds_loopback_only(platform) -> None:
-    ports = [platform.postgres_port, platform.mlflow_port, platform.airflow_port, platform.airflow_log_server_port]
-    listening = subprocess.run(["ss", "-ltnH"], capture_output=True, text=True, check=True).stdout
+    """The platform's own ports, Serve's ingress and each router replica's HTTP port (HAProxy's backends)."""
+    ports = [platform.postgres_port, platform.mlflow_port, platform.airflow_port, platform.airflow_log_server_port,
+             platform.serve_port]
+    listeners = _listeners()
     for port in ports:
-        local_addresses = [line.split()[3] for line in listening.splitlines() if line.split()[3].endswith(f":{port}")]
+        local_addresses = [address for address, _ in listeners if address.endswith(f":{port}")]
         assert local_addresses == [f"127.0.0.1:{port}"], (port, local_addresses)
+    replica_addresses = [address for address, owner in listeners
+                         if "ServeRepli" in owner and 30000 <= int(address.rpartition(":")[2]) <= 31000]
+    assert replica_addresses, listeners  # Serve's direct-ingress port range: the router replicas' HTTP servers
+    assert all(address.startswith("127.0.0.1:") for address in replica_addresses), replica_addresses
+
+
+def test_serve_ingress_is_haproxy_forwarding_to_the_router(platform) -> None:
+    """serve_port is HAProxy (not Serve's Python proxy), and what it answers comes from the router app."""
+    owners = [owner for address, owner in _listeners() if address == f"127.0.0.1:{platform.serve_port}"]
+    assert len(owners) == 1 and '"haproxy"' in owners[0], owners
+    response = httpx.post(f"{platform.serve_url}/v1/predict/flight-delay", json={"carrier": "UA"}, timeout=30)
+    assert response.status_code == 422, response.text  # the router's own validation, through HAProxy
+    assert httpx.get(f"{platform.serve_url}/docs", timeout=30).status_code == 200
 
 
 def test_vector_extension_and_hnsw_index(platform) -> None:

