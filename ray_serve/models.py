@@ -37,8 +37,10 @@ class FlightDelayModel:
             return
         model = AliasedModel(self._settings, alias)
         model.refresh()
-        self._model = model
+        previous, self._model = self._model, model
         self._poller = model.follow(self._settings.serve_model_poll_s)
+        if previous is not None:
+            previous.stop_following()  # else the old alias's poller would keep reloading it forever
 
     def predict(self, rows: list[list[float]]) -> tuple[list[float], str]:
         """Probabilities and the version that produced them (raises NotFoundError with no alias set)."""

@@ -288,6 +288,7 @@ class AliasedModel:
         self.error: str | None = None
         self.rows_scored = 0
         self._count_lock = threading.Lock()
+        self._stop_following = threading.Event()
 
     def refresh(self) -> bool:
         """Load the alias's version if it moved; True when a new version was swapped in."""
@@ -315,16 +316,20 @@ class AliasedModel:
             return False
 
     def follow(self, poll_s: float) -> threading.Thread:
-        """Re-read the alias every ``poll_s`` in a daemon thread (started here, returned for health checks)."""
+        """Re-read the alias every ``poll_s`` in a daemon thread (started here, returned for health checks),
+        until :meth:`stop_following`."""
 
         def loop() -> None:
-            while True:
-                time.sleep(poll_s)
+            while not self._stop_following.wait(poll_s):
                 self.refresh()
 
         thread = threading.Thread(target=loop, name=f"follow-{self.alias}", daemon=True)
         thread.start()
         return thread
+
+    def stop_following(self) -> None:
+        """End the :meth:`follow` thread (a model deployment switched to another alias drops this one)."""
+        self._stop_following.set()
 
     def info(self) -> dict[str, Any]:
         current = self.current

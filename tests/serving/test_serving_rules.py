@@ -109,3 +109,16 @@ def test_missing_and_stale_features_fall_back_explicitly() -> None:
     assert row.as_json()["values"]["carrier_flights_7d"] is None  # NaN is reported as null, never as 0
     down = reader.unavailable([request], "OperationalError: connection refused")[0]
     assert down.store_error and not down.fetched and len(down.defaulted) == sum(len(s.features) for s in specs)
+
+
+def test_alias_follower_stops_when_asked() -> None:
+    """A model deployment moved to another alias ends the old alias's poller (no thread left reloading it)."""
+    from flightline.config import get_settings
+    from flightline.serving import AliasedModel
+
+    model = AliasedModel(get_settings(), "challenger")
+    follower = model.follow(poll_s=3600)
+    assert follower.is_alive()
+    model.stop_following()
+    follower.join(timeout=5)
+    assert not follower.is_alive()
