@@ -23,6 +23,6 @@ def create_app() -> FastAPI:
 
     @app.post("/v1/predict/flight-delay", response_model=PredictionOut)
     async def predict(flight: FlightIn) -> PredictionOut:
-        return (await runtime.predict([flight]))[0]
+        return await runtime.predict_one(flight)
 
     return app

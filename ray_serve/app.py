@@ -13,6 +13,8 @@ Routing rules live in ``flightline.serving``; this file holds connections and ha
 from __future__ import annotations
 
 import asyncio
+import contextlib
+from collections.abc import Iterator
 from typing import Any
 
 from fastapi import FastAPI, HTTPException
@@ -80,23 +82,29 @@ class FlightRouter:
 
         return score
 
-    async def _predict(self, flights: list[FlightIn]) -> list[PredictionOut]:
+    @staticmethod
+    @contextlib.contextmanager
+    def _unavailable_as_503() -> Iterator[None]:
+        """On the class: Serve rebuilds the class in each replica, where a module function defined below it
+        was missing (NameError)."""
         from flightline.router_runtime import FeaturesUnavailableError
 
         try:
-            return await self._runtime.predict(flights)
+            yield
         except FeaturesUnavailableError as exc:
             raise HTTPException(503, str(exc)) from exc
 
     @api.post("/v1/predict/flight-delay", response_model=PredictionOut)
     async def predict(self, flight: FlightIn) -> PredictionOut:
         """Delay probability of one flight (15+ min late or cancelled), with the variant that answered."""
-        return (await self._predict([flight]))[0]
+        with self._unavailable_as_503():
+            return await self._runtime.predict_one(flight)
 
     @api.post("/v1/predict/flight-delay/batch", response_model=BatchOut)
     async def predict_batch(self, batch: BatchIn) -> BatchOut:
         """Many flights in one request (features read in one query, one model call per variant)."""
-        return BatchOut(predictions=await self._predict(batch.flights))
+        with self._unavailable_as_503():
+            return BatchOut(predictions=await self._runtime.predict(batch.flights))
 
     @api.get("/v1/serving/status")
     async def serving_status(self) -> dict[str, Any]:

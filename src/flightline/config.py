@@ -95,7 +95,13 @@ class Settings(BaseSettings):
     )
     serve_model_poll_s: float = Field(default=2.0, gt=0, description="how often model replicas re-read their alias")
     serve_policy_poll_s: float = Field(default=1.0, gt=0, description="how often the router re-reads the policy")
-    serve_model_timeout_s: float = Field(default=0.5, gt=0, description="a model call slower than this fails")
+    serve_max_batch: int = Field(
+        default=32, ge=1, description="single-flight requests scored together at most (1 turns batching off)"
+    )
+    serve_model_timeout_s: float = Field(
+        default=0.5, gt=0,
+        description="a model call or online feature read slower than this fails (a read: flagged fallbacks)",
+    )
     serve_breaker_failures: int = Field(default=3, ge=1, description="consecutive failures that open a breaker")
     serve_breaker_reset_s: float = Field(default=10.0, gt=0, description="open breaker's wait before a trial call")
     serve_fallback_probability: float = Field(

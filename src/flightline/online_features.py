@@ -117,6 +117,7 @@ class OnlineFeatureReader:
         from psycopg import sql
 
         self.specs = specs
+        self.schema = schema
         self._key_version = key_version
         parts = [
             sql.SQL(

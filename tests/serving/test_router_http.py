@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import concurrent.futures
 import datetime as dt
+import threading
 import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -101,6 +102,23 @@ def test_missing_and_stale_features_are_flagged(serve_url: str) -> None:
     assert "plane_seats" in stale["fetched"]  # ttl 0: known-in-advance facts never go stale
 
 
+def test_hung_feature_read_falls_back_flagged_within_the_timeout(serve_url: str, platform: Settings) -> None:
+    from flightline.database import connect
+    from flightline.online_features import OnlineFeatureReader
+
+    reader = OnlineFeatureReader.from_settings(platform)
+    with connect(platform, platform.feast_db) as conn:  # one transaction, held while the router reads
+        conn.execute(f'lock table "{reader.schema}"."{reader.specs[0].table}" in access exclusive mode')
+        began = time.monotonic()
+        hung = httpx.post(f"{serve_url}{PREDICT}", json=flight(), timeout=30).json()
+        waited = time.monotonic() - began
+    assert hung["variant"] == "champion"  # answered, on flagged fallback values
+    assert "feature read took over" in hung["features"]["store_error"] and not hung["features"]["fetched"]
+    assert waited < platform.serve_model_timeout_s + 5
+    after = httpx.post(f"{serve_url}{PREDICT}", json=flight(), timeout=30).json()  # the pool recovered
+    assert after["features"]["store_error"] is None and after["features"]["fetched"]
+
+
 @pytest.mark.parametrize(
     ("body", "field"),
     [
@@ -135,6 +153,37 @@ def test_canary_split_and_stickiness(serve_url: str, platform: Settings, models:
     singles = [httpx.post(f"{serve_url}{PREDICT}", json=f, timeout=30).json()["variant"] for f in flights[:10]]
     assert singles == variants[:10]
     assert {p["model_version"] for p in first if p["variant"] == "challenger"} == {models["challenger"]}
+    _policy(platform, mode="champion")
+
+
+def test_concurrent_single_requests_are_batched_each_answered_for_its_own_flight(
+    serve_url: str, platform: Settings
+) -> None:
+    _policy(platform, mode="ab", challenger_percent=50, experiment="batching-test")  # batches mix variants
+    flights = [
+        flight(flight_number=300 + k, scheduled_departure=(DEPARTURE + dt.timedelta(minutes=20 * k)).isoformat())
+        for k in range(16)
+    ]
+    expected = httpx.post(f"{serve_url}{PREDICT}/batch", json={"flights": flights}, timeout=60).json()["predictions"]
+    start = threading.Barrier(len(flights))
+
+    def post(body: dict[str, Any]) -> dict[str, Any]:
+        with httpx.Client(timeout=30) as client:
+            start.wait()  # all at once, so that they arrive while a batch is being scored
+            return client.post(f"{serve_url}{PREDICT}", json=body).json()
+
+    with concurrent.futures.ThreadPoolExecutor(len(flights)) as pool:
+        answers = list(pool.map(post, flights))
+    for got, want in zip(answers, expected, strict=True):
+        assert (got["variant"], got["delay_probability"], got["features"]) == (
+            want["variant"], want["delay_probability"], want["features"]
+        )
+    assert {a["variant"] for a in answers} == {"champion", "challenger"}
+    assert len({a["request_id"] for a in answers}) == len(flights)
+    logged = _wait_log(platform, [a["request_id"] for a in answers], len(flights))
+    assert all(row[6] > 0 for row in logged)  # latency, the wait for the batch included
+    batching = httpx.get(f"{serve_url}/v1/serving/status", timeout=30).json()["batching"]
+    assert batching["largest_batch"] > 1, batching
     _policy(platform, mode="champion")
 
 
