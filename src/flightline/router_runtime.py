@@ -72,6 +72,8 @@ class RouterRuntime:
 
     async def predict_one(self, flight: FlightIn) -> PredictionOut:
         """One flight, scored together with the single-flight requests that arrive beside it."""
+        if self.settings.serve_max_batch == 1:  # batching off: each request scored on its own, concurrently
+            return (await self.predict([flight]))[0]
         return await self.batcher.submit(flight)
 
     async def _predict_received(self, flights: list[FlightIn], received_at: list[float]) -> list[PredictionOut]:

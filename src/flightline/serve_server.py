@@ -82,6 +82,10 @@ def ray_env(settings: Settings) -> dict[str, str]:
         # Ray starts its workers at nice 15: Serve's replicas and HAProxy then lose the CPU to every batch
         # job on the machine (Airflow tasks, Spark, a load generator). Online serving keeps normal priority.
         "RAY_worker_niceness": "0",
+        # replicas report ongoing requests every 2 s, not 10: with look_back_period_s 10 in the serve config
+        # a surge adds a replica in ~10-15 s instead of ~40 s
+        "RAY_SERVE_REPLICA_AUTOSCALING_METRIC_PUSH_INTERVAL_S": "2",
+        "RAY_SERVE_HANDLE_AUTOSCALING_METRIC_PUSH_INTERVAL_S": "2",
     }
     if settings.serve_throughput_optimized:
         env["RAY_SERVE_THROUGHPUT_OPTIMIZED"] = "1"
