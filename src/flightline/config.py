@@ -96,7 +96,8 @@ class Settings(BaseSettings):
     serve_model_poll_s: float = Field(default=2.0, gt=0, description="how often model replicas re-read their alias")
     serve_policy_poll_s: float = Field(default=1.0, gt=0, description="how often the router re-reads the policy")
     serve_max_batch: int = Field(
-        default=32, ge=1, description="single-flight requests scored together at most (1: no batching, each scored alone)"
+        default=32, ge=1,
+        description="single-flight requests scored together at most (1: no batching, each scored alone)",
     )
     serve_model_timeout_s: float = Field(
         default=0.5, gt=0,
