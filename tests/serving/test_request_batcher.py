@@ -30,6 +30,17 @@ class Recorder:
         return [f"scored {item}" for item in items]
 
 
+async def _batch_in_flight(item: str, *, max_batch: int) -> tuple[Recorder, RequestBatcher, asyncio.Future[Any]]:
+    """A batcher whose first batch (``item`` alone) is being scored, held until ``score.gate`` is set."""
+    score = Recorder()
+    score.gate = asyncio.Event()
+    batcher = RequestBatcher(score, max_batch=max_batch)
+    answer = asyncio.ensure_future(batcher.submit(item))
+    await asyncio.sleep(0.01)
+    assert score.batches == [[item]]
+    return score, batcher, answer
+
+
 def test_lone_request_is_scored_at_once_and_concurrent_ones_together() -> None:
     async def scenario() -> None:
         score = Recorder()
@@ -46,12 +57,7 @@ def test_lone_request_is_scored_at_once_and_concurrent_ones_together() -> None:
 
 def test_arrivals_during_a_batch_form_the_next_one_up_to_max_batch() -> None:
     async def scenario() -> None:
-        score = Recorder()
-        score.gate = asyncio.Event()
-        batcher = RequestBatcher(score, max_batch=3)
-        first = asyncio.ensure_future(batcher.submit("first"))
-        await asyncio.sleep(0.01)
-        assert score.batches == [["first"]]  # running, held at the gate
+        score, batcher, first = await _batch_in_flight("first", max_batch=3)
         later = [asyncio.ensure_future(batcher.submit(i)) for i in range(5)]
         await asyncio.sleep(0.01)
         assert len(score.batches) == 1  # nobody else scored while the batch runs
@@ -78,11 +84,7 @@ def test_a_failing_item_fails_only_its_own_request() -> None:
 
 def test_a_caller_that_gives_up_leaves_the_others_answered() -> None:
     async def scenario() -> None:
-        score = Recorder()
-        score.gate = asyncio.Event()
-        batcher = RequestBatcher(score, max_batch=8)
-        running = asyncio.ensure_future(batcher.submit("running"))
-        await asyncio.sleep(0.01)
+        score, batcher, running = await _batch_in_flight("running", max_batch=8)
         quitter = asyncio.ensure_future(batcher.submit("quitter"))
         stayer = asyncio.ensure_future(batcher.submit("stayer"))
         await asyncio.sleep(0.01)
