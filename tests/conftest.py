@@ -56,7 +56,7 @@ def pytest_unconfigure(config: pytest.Config) -> None:
 
 
 @pytest.fixture(scope="session")
-def platform() -> Iterator["Settings"]:  # noqa: F821 - the type is imported lazily
+def platform() -> Iterator[Settings]:  # noqa: F821 - the type is imported lazily
     """The running platform's settings; started once per session, stopped at its end."""
     from flightline import stack
     from flightline.config import get_settings

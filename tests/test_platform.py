@@ -20,7 +20,9 @@ from flightline.airflow_server import api_token
 pytestmark = pytest.mark.integration
 
 
-def flightline_cli(*args: str, env: dict[str, str] | None = None, timeout: float = 300) -> subprocess.CompletedProcess[str]:
+def flightline_cli(
+    *args: str, env: dict[str, str] | None = None, timeout: float = 300
+) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [sys.executable, "-m", "flightline", *args],
         capture_output=True, text=True, timeout=timeout, env=env or os.environ.copy(),
