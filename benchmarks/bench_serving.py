@@ -142,7 +142,8 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=10.0, help="per target and concurrency")
     parser.add_argument("--clients", type=int, nargs="+", default=[1, 8, 32])
     parser.add_argument("--warmup", type=float, default=15.0,
-                        help="seconds of load before each measurement (Serve's upscale delay is 10 s)")
+                        help="seconds of load before each measurement (the router's upscale delay is 5 s; "
+                        "a new replica takes ~25 s more to load its models)")
     parser.add_argument("--bare-workers", type=int, nargs="+", default=[1, 2],
                         help="uvicorn worker counts of the bare app; ratios use the first for the target "
                         "(the router autoscales to 2 replicas)")

