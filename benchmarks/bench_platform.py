@@ -8,18 +8,13 @@ from __future__ import annotations
 
 import json
 import os
-import socket
 import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
 
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
+from flightline.processes import free_port
 
 
 def _pss_kib(pid: int) -> int:
@@ -42,7 +37,7 @@ def main() -> None:
     env = {**os.environ, "FLIGHTLINE_HOME": str(home)}
     for name in ("POSTGRES_PORT", "MLFLOW_PORT", "AIRFLOW_PORT", "AIRFLOW_LOG_SERVER_PORT",
                  "AIRFLOW_TRIGGER_LOG_SERVER_PORT"):
-        env[f"FLIGHTLINE_{name}"] = str(_free_port())
+        env[f"FLIGHTLINE_{name}"] = str(free_port())
     began = time.monotonic()
     subprocess.run([sys.executable, "-m", "flightline", "up"], env=env, check=True, capture_output=True)
     seconds_to_healthy = time.monotonic() - began

@@ -21,13 +21,14 @@ import asyncio
 import json
 import os
 import platform as host
-import socket
 import statistics
 import subprocess
 import sys
 import time
 from pathlib import Path
 from typing import Any
+
+from flightline.processes import free_port
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -80,19 +81,13 @@ def _router_replicas(settings: Any) -> int:
 
 
 def _start_bare(workers: int) -> tuple[subprocess.Popen[bytes], str]:
-    port = _free_port()
+    port = free_port()
     process = subprocess.Popen(
         [sys.executable, "-m", "uvicorn", "--factory", "benchmarks.bare_app:create_app", "--host", "127.0.0.1",
          "--port", str(port), "--workers", str(workers), "--log-level", "warning", "--no-access-log"],
         cwd=ROOT, env={**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT)},
     )
     return process, f"http://127.0.0.1:{port}/v1/predict/flight-delay"
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def _feature_read_costs(settings: Any, flight: dict[str, Any], repeats: int) -> dict[str, Any]:

@@ -9,7 +9,6 @@ never collides with a developer's running platform.
 from __future__ import annotations
 
 import os
-import socket
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -27,15 +26,10 @@ _PORT_SETTINGS = (
 )
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 def pytest_configure(config: pytest.Config) -> None:
     from flightline.airflow_server import airflow_env
     from flightline.config import get_settings
+    from flightline.processes import free_port
 
     home = Path(tempfile.mkdtemp(prefix="flightline-test-"))
     os.environ["FLIGHTLINE_HOME"] = str(home)

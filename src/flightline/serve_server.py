@@ -31,7 +31,7 @@ from typing import TYPE_CHECKING, Any
 import httpx
 
 from flightline.errors import ServiceError
-from flightline.processes import ensure_port_free, pid_alive, read_pid, spawn, stop_pid_file, wait_until
+from flightline.processes import ensure_port_free, free_port, pid_alive, read_pid, spawn, stop_pid_file, wait_until
 
 if TYPE_CHECKING:
     from flightline.config import Settings
@@ -149,14 +149,6 @@ def render_config(settings: Settings) -> Path:
     return path
 
 
-def _free_port() -> int:
-    import socket
-
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 def start(settings: Settings) -> bool:
     """Start Ray and deploy the app unless it answers already; True when started now."""
     if is_healthy(settings):
@@ -168,7 +160,7 @@ def start(settings: Settings) -> bool:
         from flightline import serving
 
         serving.ensure_tables(settings)
-        ports = {name: _free_port() for name in _RAY_PORTS}
+        ports = {name: free_port() for name in _RAY_PORTS}
         argv = [
             str(Path(sys.executable).parent / "ray"), "start", "--head", "--block", "--disable-usage-stats",
             f"--num-cpus={settings.serve_ray_num_cpus}", f"--temp-dir={temp_dir(settings)}",
@@ -183,8 +175,8 @@ def start(settings: Settings) -> bool:
             # HAProxy's stats page and Prometheus exporter bind every interface (Serve's template): free ports,
             # so that two platforms on one machine do not collide on Serve's fixed defaults (8404, 9101).
             haproxy_dir(settings).mkdir(parents=True, exist_ok=True, mode=0o700)
-            env["RAY_SERVE_HAPROXY_STATS_PORT"] = str(_free_port())
-            env["RAY_SERVE_HAPROXY_METRICS_PORT"] = str(_free_port())
+            env["RAY_SERVE_HAPROXY_STATS_PORT"] = str(free_port())
+            env["RAY_SERVE_HAPROXY_METRICS_PORT"] = str(free_port())
         spawn(COMPONENT, argv, run_dir=settings.run_dir, log_dir=settings.logs_dir, env=env)
         wait_until(COMPONENT, lambda: _dashboard_up(settings), timeout=settings.startup_timeout_s,
                    pid_file=_pid_file(settings), log=log)
