@@ -68,15 +68,9 @@ async def _load(url: str, body: dict[str, Any], clients: int, seconds: float) ->
 
 def _router_replicas(settings: Any) -> int:
     """Running router replicas, from Serve's status (autoscaling moves it between 1 and 2)."""
-    import yaml
-
     from flightline import serve_server
 
-    status = subprocess.run(
-        [str(Path(sys.executable).parent / "serve"), "status", "-a", serve_server.dashboard_url(settings)],
-        capture_output=True, text=True, check=True, env={**os.environ, **serve_server.ray_env(settings)},
-    )
-    deployment = yaml.safe_load(status.stdout)["applications"]["flightline"]["deployments"]["FlightRouter"]
+    deployment = serve_server.application_status(settings)["deployments"]["FlightRouter"]
     return int(deployment["replica_states"].get("RUNNING", 0))
 
 

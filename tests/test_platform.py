@@ -2,12 +2,18 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
+import re
+import signal
 import socket
 import subprocess
 import sys
+import threading
+import time
 import uuid
+from collections.abc import Callable
 
 import httpx
 import psycopg
@@ -52,6 +58,42 @@ def _listeners() -> list[tuple[str, str]]:
     """(local address, owning process) of every listening TCP socket."""
     listening = subprocess.run(["ss", "-ltnpH"], capture_output=True, text=True, check=True).stdout
     return [(line.split()[3], line.split(maxsplit=5)[-1]) for line in listening.splitlines()]
+
+
+def test_up_waits_for_a_busy_component_instead_of_starting_it_again(platform) -> None:
+    """MLflow and Serve's ingress stopped (SIGSTOP) for a while, as a busy machine can stall them: their
+    health probes time out, yet `up` waits for them to answer, starts nothing and says they run."""
+    mlflow_group = int((platform.run_dir / "mlflow.pid").read_text())
+    haproxy = [int(pid) for address, owner in _listeners() if address == f"127.0.0.1:{platform.serve_port}"
+               for pid in re.findall(r"pid=(\d+)", owner)]
+    assert haproxy
+    pids = {p.name: p.read_text() for p in platform.run_dir.glob("*.pid")}
+
+    def resume(kill: Callable[[int, int], None], targets: list[int]) -> None:
+        for target in targets:
+            with contextlib.suppress(ProcessLookupError):
+                kill(target, signal.SIGCONT)
+
+    timers = [threading.Timer(10, resume, (os.killpg, [mlflow_group])),  # mlflow is probed second, serve last
+              threading.Timer(25, resume, (os.kill, haproxy))]
+    os.killpg(mlflow_group, signal.SIGSTOP)
+    for pid in haproxy:
+        os.kill(pid, signal.SIGSTOP)
+    try:
+        for timer in timers:
+            timer.start()
+        began = time.monotonic()
+        result = flightline_cli("up")
+        took = time.monotonic() - began
+    finally:
+        for timer in timers:
+            timer.cancel()
+        resume(os.killpg, [mlflow_group])
+        resume(os.kill, haproxy)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert result.stdout.count("already running") == len(stack.COMPONENTS), result.stdout
+    assert took > 20, result.stdout  # it did wait for the stopped ingress
+    assert {p.name: p.read_text() for p in platform.run_dir.glob("*.pid")} == pids
 
 
 def test_every_listener_binds_loopback_only(platform) -> None:

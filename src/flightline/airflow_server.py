@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING
 import httpx
 
 from flightline.errors import ServiceError
-from flightline.processes import ensure_port_free, read_pid, spawn, stop_pid_file, wait_until
+from flightline.processes import already_running, ensure_port_free, read_pid, spawn, stop_pid_file, wait_until
 
 if TYPE_CHECKING:
     from flightline.config import Settings
@@ -133,19 +133,24 @@ def write_passwords_file(settings: Settings) -> None:
 
 def start(settings: Settings) -> bool:
     """Migrate the metadata database and start every Airflow process that is not running."""
-    pids = {name: read_pid(settings.run_dir / f"{name}.pid") for name in [*PROCESSES, _LOG_SERVER]}
-    if all(pids.values()) and is_healthy(settings):
+
+    def pids() -> dict[str, int | None]:
+        return {name: read_pid(settings.run_dir / f"{name}.pid") for name in [*PROCESSES, _LOG_SERVER]}
+
+    if already_running(COMPONENT, lambda: all(pids().values()), lambda: is_healthy(settings),
+                       timeout=settings.startup_timeout_s, log=log_path(settings)):
         return False
+    running = pids()
     write_passwords_file(settings)
     env = {**os.environ, **airflow_env(settings)}
-    if pids["airflow-api-server"] is None:
+    if running["airflow-api-server"] is None:
         ensure_port_free(COMPONENT, settings.host, settings.airflow_port, log=log_path(settings))
-    if pids[_LOG_SERVER] is None:
+    if running[_LOG_SERVER] is None:
         ensure_port_free(COMPONENT, settings.host, settings.airflow_log_server_port,
                          log=log_path(settings, _LOG_SERVER))
     migrate(settings, env)
     for name, argv in commands(settings).items():
-        if pids[name] is None:
+        if running[name] is None:
             spawn(name, argv, run_dir=settings.run_dir, log_dir=settings.logs_dir, env=env)
     def started() -> bool:
         for name in [*PROCESSES, _LOG_SERVER]:

@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from flightline.errors import ServiceError
-from flightline.processes import ensure_port_free, port_is_open, wait_until
+from flightline.processes import already_running, ensure_port_free, port_is_open, wait_until
 
 if TYPE_CHECKING:
     import psycopg
@@ -90,7 +90,8 @@ def start(settings: Settings) -> bool:
         return False
     log = log_path(settings)
     settings.logs_dir.mkdir(parents=True, exist_ok=True)
-    if _server_pid(settings) is not None and is_healthy(settings):
+    if already_running(COMPONENT, lambda: _server_pid(settings) is not None, lambda: is_healthy(settings),
+                       timeout=settings.startup_timeout_s, log=log):
         return False
     ensure_port_free(COMPONENT, settings.postgres_host, settings.postgres_port, log=log)
     settings.pgdata_dir.mkdir(parents=True, exist_ok=True)

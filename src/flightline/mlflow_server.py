@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING
 
 import httpx
 
-from flightline.processes import ensure_port_free, read_pid, spawn, stop_pid_file, wait_until
+from flightline.processes import already_running, ensure_port_free, read_pid, spawn, stop_pid_file, wait_until
 
 if TYPE_CHECKING:
     from flightline.config import Settings
@@ -51,9 +51,10 @@ def command(settings: Settings) -> tuple[list[str], dict[str, str]]:
 
 def start(settings: Settings) -> bool:
     """Start the server unless it already runs; return True when it was started."""
-    if read_pid(_pid_file(settings)) is not None and is_healthy(settings):
-        return False
     log = log_path(settings)
+    if already_running(COMPONENT, lambda: read_pid(_pid_file(settings)) is not None, lambda: is_healthy(settings),
+                       timeout=settings.startup_timeout_s, log=log):
+        return False
     ensure_port_free(COMPONENT, settings.host, settings.mlflow_port, log=log)
     settings.artifact_root.mkdir(parents=True, exist_ok=True)
     argv, env = command(settings)

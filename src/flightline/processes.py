@@ -129,6 +129,27 @@ def ensure_port_free(component: str, host: str, port: int, *, log: Path | None =
         )
 
 
+def already_running(
+    component: str, running: Callable[[], bool], is_healthy: Callable[[], bool], *, timeout: float,
+    log: Path | None = None,
+) -> bool:
+    """True when the component's process runs and is (or turns) healthy: then ``up`` leaves it alone.
+
+    A health probe that times out on a busy machine does not mean the process is gone; treating it so would
+    start a second copy onto the same port, or migrate and re-deploy for nothing. So while the process
+    runs, the probe is retried; False once it is not running (start it), ServiceError naming its log if it
+    runs but stays unhealthy for ``timeout``.
+    """
+    deadline = time.monotonic() + timeout
+    while running():
+        if is_healthy():
+            return True
+        if time.monotonic() >= deadline:
+            raise ServiceError(component, f"is running but not healthy after {timeout:.0f} s", log=log)
+        time.sleep(2)
+    return False
+
+
 def wait_until(
     component: str,
     check: Callable[[], bool],

@@ -31,12 +31,22 @@ from typing import TYPE_CHECKING, Any
 import httpx
 
 from flightline.errors import ServiceError
-from flightline.processes import ensure_port_free, free_port, pid_alive, read_pid, spawn, stop_pid_file, wait_until
+from flightline.processes import (
+    already_running,
+    ensure_port_free,
+    free_port,
+    pid_alive,
+    read_pid,
+    spawn,
+    stop_pid_file,
+    wait_until,
+)
 
 if TYPE_CHECKING:
     from flightline.config import Settings
 
 COMPONENT = "serve"
+APPLICATION = "flightline"  # its name in ray_serve/serve_config.yaml
 _RAY_PORTS = (
     "port", "object-manager-port", "node-manager-port", "ray-client-server-port", "dashboard-agent-listen-port",
     "dashboard-agent-grpc-port", "runtime-env-agent-port", "metrics-export-port",
@@ -150,11 +160,18 @@ def render_config(settings: Settings) -> Path:
 
 
 def start(settings: Settings) -> bool:
-    """Start Ray and deploy the app unless it answers already; True when started now."""
-    if is_healthy(settings):
-        return False
+    """Start Ray and deploy the app unless both run already; True when started or deployed now."""
     log = log_path(settings)
-    if read_pid(_pid_file(settings)) is None:
+
+    def head_running() -> bool:
+        return read_pid(_pid_file(settings)) is not None
+
+    app_missing = (head_running() and not is_healthy(settings)
+                   and application_status(settings).get("status") not in ("RUNNING", "DEPLOYING"))
+    if not app_missing and already_running(COMPONENT, head_running, lambda: is_healthy(settings),
+                                           timeout=settings.startup_timeout_s, log=log):
+        return False
+    if not head_running():
         ensure_port_free(COMPONENT, settings.host, settings.serve_port, log=log)
         ensure_port_free("ray_dashboard", settings.host, settings.ray_dashboard_port, log=log)
         from flightline import serving
@@ -184,6 +201,20 @@ def start(settings: Settings) -> bool:
     wait_until(COMPONENT, lambda: is_healthy(settings), timeout=max(settings.startup_timeout_s, 240),
                pid_file=_pid_file(settings), log=log, interval=2)
     return True
+
+
+def application_status(settings: Settings) -> dict[str, Any]:
+    """The platform's Serve application as ``serve status`` reports it ({} when the head does not answer)."""
+    import yaml
+
+    result = subprocess.run(
+        [str(Path(sys.executable).parent / "serve"), "status", "-a", dashboard_url(settings)],
+        capture_output=True, text=True, env={**os.environ, **ray_env(settings)}, timeout=120,
+    )
+    if result.returncode != 0:
+        return {}
+    applications = (yaml.safe_load(result.stdout) or {}).get("applications") or {}
+    return applications.get(APPLICATION) or {}
 
 
 def _dashboard_up(settings: Settings) -> bool:
