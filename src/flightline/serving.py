@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
-import json
 import logging
 import queue
 import threading
@@ -31,6 +30,8 @@ import uuid
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
+
+import orjson
 
 if TYPE_CHECKING:
     from flightline.config import Settings
@@ -219,8 +220,11 @@ class CircuitBreaker:
 class PredictionLogger:
     """Queue of log rows, written in batches by one daemon thread (a full queue drops and counts).
 
-    The thread also serializes the rows and writes them with COPY (about a fifth of ``executemany``'s CPU
-    per row): in a serving process it shares the GIL with the event loop, so its time is request latency.
+    The thread also serializes the rows (orjson: ~1.3 us for a row's features, ``json`` ~22 us) and
+    writes them with COPY (about a fifth of ``executemany``'s CPU per row). In a serving process it shares
+    the GIL with the event loop, and a thread that keeps the GIL holds it for the whole switch interval
+    (5 ms) whenever the loop wants it back: so it also lets go every ``_YIELD_EVERY`` rows. Measured on
+    the bare app at 8 clients: p99 ~25 ms with ``json`` and no yielding, ~17 ms now, ~16 ms with no log.
     """
 
     COLUMNS = (
@@ -228,6 +232,7 @@ class PredictionLogger:
         "features", "prediction", "latency_ms", "policy_id",
     )
     _REQUIRED = frozenset(COLUMNS) - {"fallback_reason", "policy_id"}
+    _YIELD_EVERY = 20
 
     def __init__(self, settings: Settings, *, max_queue: int = 20_000, flush_s: float = 0.2) -> None:
         self._settings = settings
@@ -255,7 +260,7 @@ class PredictionLogger:
     @classmethod
     def _record(cls, row: dict[str, Any]) -> tuple[Any, ...]:
         return tuple(
-            json.dumps(row[name], default=str) if name in ("request", "features") else row.get(name)
+            orjson.dumps(row[name], default=str).decode() if name in ("request", "features") else row.get(name)
             for name in cls.COLUMNS
         )
 
@@ -280,8 +285,10 @@ class PredictionLogger:
                 if conn is None or conn.closed:
                     conn = connect(self._settings, self._settings.warehouse_db, autocommit=True)
                 with conn.cursor() as cur, cur.copy(copy) as writer:
-                    for row in batch:
+                    for i, row in enumerate(batch, 1):
                         writer.write_row(self._record(row))
+                        if i % self._YIELD_EVERY == 0:
+                            time.sleep(0)  # lets the event loop take the GIL now, not a switch interval later
                 self.written += len(batch)
             except Exception:  # noqa: BLE001 - the log must never take serving down; it reports and goes on
                 log.exception("could not write %d prediction log rows", len(batch))
