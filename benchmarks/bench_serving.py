@@ -6,8 +6,10 @@ same helpers as tests/serving), so the benchmark runs on a fresh platform.
 
     python benchmarks/bench_serving.py --seed      # writes benchmarks/results/bench_serving.json
 
-Measured in one run, alternating targets at each concurrency so machine load hits all alike:
-- latency p50/p99 and throughput at 1, 8 and 32 concurrent clients (HTTP keep-alive, one client each)
+Measured in one run; at each concurrency every target is warmed up, then measured ``--rounds`` times
+with the targets taking turns, so a slow minute of this shared machine hits all of them alike:
+- latency p50/p99 (over all rounds) and throughput (the median round) at 1, 8 and 32 concurrent clients
+  (HTTP keep-alive, one client each)
   through Ray Serve (its ingress on ``serve_port``) and the bare app (``benchmarks/bare_app.py``: the same
   RouterRuntime without Ray) with 1 and 2 uvicorn workers, since the router autoscales to 2 replicas;
 - Feast's ``get_online_features`` for the flight's entities vs the one-query OnlineFeatureReader read of
@@ -40,8 +42,10 @@ def _quantiles(samples_ms: list[float]) -> dict[str, float]:
             "mean_ms": round(statistics.fmean(ordered), 3)}
 
 
-async def _load(url: str, body: dict[str, Any], clients: int, seconds: float) -> dict[str, Any]:
-    """Closed loop: each client posts, waits for the answer, posts again (aiohttp: less client CPU than httpx)."""
+async def _load(url: str, body: dict[str, Any], clients: int, seconds: float) -> tuple[list[float], float, int]:
+    """Closed loop: each client posts, waits for the answer, posts again (aiohttp: less client CPU than httpx).
+
+    Returns (latencies in ms, elapsed seconds, non-200 answers)."""
     import aiohttp
 
     latencies: list[float] = []
@@ -61,9 +65,21 @@ async def _load(url: str, body: dict[str, Any], clients: int, seconds: float) ->
 
     began = time.perf_counter()
     await asyncio.gather(*(client() for _ in range(clients)))
-    elapsed = time.perf_counter() - began
-    return {"clients": clients, "requests": len(latencies), "errors": errors,
-            "throughput_rps": round(len(latencies) / elapsed, 1), **_quantiles(latencies)}
+    return latencies, time.perf_counter() - began, errors
+
+
+def _summary(clients: int, rounds: list[tuple[list[float], float, int]]) -> dict[str, Any]:
+    """One target at one concurrency: latency quantiles over every round's requests, the median round's
+    throughput, and each round's own figures (the spread says how much the machine moved)."""
+    per_round = [{"throughput_rps": round(len(lat) / elapsed, 1), **_quantiles(lat)} for lat, elapsed, _ in rounds]
+    return {
+        "clients": clients,
+        "requests": sum(len(lat) for lat, _, _ in rounds),
+        "errors": sum(errors for _, _, errors in rounds),
+        "throughput_rps": statistics.median(r["throughput_rps"] for r in per_round),
+        **_quantiles([ms for lat, _, _ in rounds for ms in lat]),
+        "rounds": per_round,
+    }
 
 
 def _router_replicas(settings: Any) -> int:
@@ -126,13 +142,23 @@ def _feature_read_costs(settings: Any, flight: dict[str, Any], repeats: int) -> 
     }
 
 
+def _ratio(serve: dict[str, Any], bare: dict[str, Any]) -> dict[str, Any]:
+    """Throughput ratio per round (the two were measured minutes apart at most) and its median."""
+    per_round = [round(s["throughput_rps"] / b["throughput_rps"], 3)
+                 for s, b in zip(serve["rounds"], bare["rounds"], strict=True)]
+    return {"clients": serve["clients"], "throughput_ratio": statistics.median(per_round),
+            "throughput_ratio_rounds": per_round, "p99_ratio": round(serve["p99_ms"] / bare["p99_ms"], 3)}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--seconds", type=float, default=10.0, help="per target and concurrency")
+    parser.add_argument("--seconds", type=float, default=5.0, help="per target, concurrency and round")
+    parser.add_argument("--rounds", type=int, default=3,
+                        help="measurements per target and concurrency, the targets taking turns")
     parser.add_argument("--clients", type=int, nargs="+", default=[1, 8, 32])
     parser.add_argument("--warmup", type=float, default=15.0,
-                        help="seconds of load before each measurement (the router's upscale delay is 5 s; "
-                        "a new replica takes ~25 s more to load its models)")
+                        help="seconds of load on each target before the rounds at a concurrency (the router's "
+                        "upscale delay is 5 s; a new replica takes ~25 s more to load its models)")
     parser.add_argument("--bare-workers", type=int, nargs="+", default=[1, 2],
                         help="uvicorn worker counts of the bare app; ratios use the first for the target "
                         "(the router autoscales to 2 replicas)")
@@ -180,27 +206,26 @@ def main() -> None:
         targets = {**{name: url for name, (_, url) in bares.items()}, "ray_serve": serve_url}
         results: dict[str, list[dict[str, Any]]] = {name: [] for name in targets}
         for clients in args.clients:
-            for name, url in targets.items():
+            for url in targets.values():
                 asyncio.run(_load(url, body, clients, args.warmup))  # warm-up; lets Serve's autoscaler act
-                measured = asyncio.run(_load(url, body, clients, args.seconds))
+            rounds: dict[str, list[tuple[list[float], float, int]]] = {name: [] for name in targets}
+            for _ in range(args.rounds):  # targets take turns, so a slow minute hits each of them
+                for name, url in targets.items():
+                    rounds[name].append(asyncio.run(_load(url, body, clients, args.seconds)))
+            for name in targets:
+                measured = _summary(clients, rounds[name])
                 if name == "ray_serve":
                     measured["router_replicas"] = _router_replicas(settings)
                 results[name].append(measured)
-                print(name, measured, flush=True)
+                print(name, {k: v for k, v in measured.items() if k != "rounds"}, flush=True)
     finally:
         for process, _ in bares.values():
             process.terminate()
             process.wait(30)
 
     bare = f"bare_fastapi_{args.bare_workers[0]}w"
-    ratios = {
-        name: [
-            {"clients": s["clients"], "throughput_ratio": round(s["throughput_rps"] / b["throughput_rps"], 3),
-             "p99_ratio": round(s["p99_ms"] / b["p99_ms"], 3)}
-            for s, b in zip(results["ray_serve"], results[name], strict=True)
-        ]
-        for name in results if name != "ray_serve"
-    }
+    ratios = {name: [_ratio(s, b) for s, b in zip(results["ray_serve"], results[name], strict=True)]
+              for name in results if name != "ray_serve"}
     at8 = next((r for r in results["ray_serve"] if r["clients"] == 8), None)
     ratio8 = next((r for r in ratios[bare] if r["clients"] == 8), None)
     report = {
@@ -208,8 +233,7 @@ def main() -> None:
         "host": {"cpus": os.cpu_count(), "load_avg_1m": round(os.getloadavg()[0], 2), "python": host.python_version()},
         "settings": {"ingress": settings.serve_ingress, "throughput_optimized": settings.serve_throughput_optimized,
                      "colocate_models": settings.serve_colocate_models, "max_batch": settings.serve_max_batch,
-                     "seconds": args.seconds,
-                     "warmup_seconds": args.warmup},
+                     "seconds": args.seconds, "rounds": args.rounds, "warmup_seconds": args.warmup},
         "model_version": str(champion.version),
         "http": results,
         "ray_vs_bare": ratios,
