@@ -207,10 +207,13 @@ def application_status(settings: Settings) -> dict[str, Any]:
     """The platform's Serve application as ``serve status`` reports it ({} when the head does not answer)."""
     import yaml
 
-    result = subprocess.run(
-        [str(Path(sys.executable).parent / "serve"), "status", "-a", dashboard_url(settings)],
-        capture_output=True, text=True, env={**os.environ, **ray_env(settings)}, timeout=120,
-    )
+    try:
+        result = subprocess.run(
+            [str(Path(sys.executable).parent / "serve"), "status", "-a", dashboard_url(settings)],
+            capture_output=True, text=True, env={**os.environ, **ray_env(settings)}, timeout=120,
+        )
+    except subprocess.TimeoutExpired:
+        return {}
     if result.returncode != 0:
         return {}
     applications = (yaml.safe_load(result.stdout) or {}).get("applications") or {}

@@ -223,8 +223,8 @@ class PredictionLogger:
     The thread also serializes the rows (orjson: ~1.3 us for a row's features, ``json`` ~22 us) and
     writes them with COPY (about a fifth of ``executemany``'s CPU per row). In a serving process it shares
     the GIL with the event loop, and a thread that keeps the GIL holds it for the whole switch interval
-    (5 ms) whenever the loop wants it back: so it also lets go every ``_YIELD_EVERY`` rows. Measured on
-    the bare app at 8 clients: p99 ~25 ms with ``json`` and no yielding, ~17 ms now, ~16 ms with no log.
+    (5 ms) whenever the loop wants it back: so it also lets go every ``_YIELD_EVERY`` rows. Bare app, 8
+    clients, alternating rounds: p99 24-28 ms with ``json`` and no yielding; 13-22 ms now, as with no log.
     """
 
     COLUMNS = (
