@@ -8,8 +8,9 @@ same helpers as tests/serving), so the benchmark runs on a fresh platform.
 
 Measured in one run; at each concurrency every target is warmed up, then measured ``--rounds`` times
 with the targets taking turns, so a slow minute of this shared machine hits all of them alike:
-- latency p50/p99 (over all rounds) and throughput (the median round) at 1, 8 and 32 concurrent clients
-  (HTTP keep-alive, one client each)
+- latency p50/p99 and throughput (each the median of the rounds) at 1, 8 and 32 concurrent clients
+  (closed loop, HTTP keep-alive, one connection each; the load from aiohttp, or wrk with
+  ``--load-generator wrk``, on the same cores as the servers)
   through Ray Serve (its ingress on ``serve_port``) and the bare app (``benchmarks/bare_app.py``: the same
   RouterRuntime without Ray) with 1 and 2 uvicorn workers, since the router autoscales to 2 replicas;
 - Feast's ``get_online_features`` for the flight's entities vs the one-query OnlineFeatureReader read of
@@ -23,6 +24,7 @@ import asyncio
 import json
 import os
 import platform as host
+import shutil
 import statistics
 import subprocess
 import sys
@@ -42,10 +44,8 @@ def _quantiles(samples_ms: list[float]) -> dict[str, float]:
             "mean_ms": round(statistics.fmean(ordered), 3)}
 
 
-async def _load(url: str, body: dict[str, Any], clients: int, seconds: float) -> tuple[list[float], float, int]:
-    """Closed loop: each client posts, waits for the answer, posts again (aiohttp: less client CPU than httpx).
-
-    Returns (latencies in ms, elapsed seconds, non-200 answers)."""
+async def _load_aiohttp(url: str, body: dict[str, Any], clients: int, seconds: float) -> dict[str, Any]:
+    """Closed loop: each client posts, waits for the answer, posts again (aiohttp: less client CPU than httpx)."""
     import aiohttp
 
     latencies: list[float] = []
@@ -65,20 +65,50 @@ async def _load(url: str, body: dict[str, Any], clients: int, seconds: float) ->
 
     began = time.perf_counter()
     await asyncio.gather(*(client() for _ in range(clients)))
-    return latencies, time.perf_counter() - began, errors
+    return {"requests": len(latencies), "errors": errors,
+            "throughput_rps": round(len(latencies) / (time.perf_counter() - began), 1), **_quantiles(latencies)}
 
 
-def _summary(clients: int, rounds: list[tuple[list[float], float, int]]) -> dict[str, Any]:
-    """One target at one concurrency: latency quantiles over every round's requests, the median round's
-    throughput, and each round's own figures (the spread says how much the machine moved)."""
-    per_round = [{"throughput_rps": round(len(lat) / elapsed, 1), **_quantiles(lat)} for lat, elapsed, _ in rounds]
+# wrk's Lua hooks: POST the body; at the end print one parsable line (times in microseconds)
+_WRK_SCRIPT = """
+wrk.method = "POST"
+wrk.headers["Content-Type"] = "application/json"
+wrk.body = [==[%s]==]
+function done(summary, latency, requests)
+  local e = summary.errors
+  io.write(string.format("WRK_RESULT %%d %%d %%d %%.1f %%.1f %%.1f\\n", summary.requests, summary.duration,
+    e.connect + e.read + e.write + e.timeout + e.status, latency:percentile(50), latency:percentile(99), latency.mean))
+end
+"""
+
+
+def _load_wrk(url: str, body: dict[str, Any], clients: int, seconds: float) -> dict[str, Any]:
+    """The same closed loop from wrk (C, epoll, one thread): ~a tenth of aiohttp's CPU per request, so less
+    of the 2 cores goes to the load generator and its own stalls stay out of the latencies."""
+    import tempfile
+
+    with tempfile.NamedTemporaryFile("w", suffix=".lua") as script:
+        script.write(_WRK_SCRIPT % json.dumps(body))
+        script.flush()
+        out = subprocess.run(
+            ["wrk", "-t1", f"-c{clients}", f"-d{max(1, round(seconds))}s", "--timeout", "10s", "-s", script.name, url],
+            capture_output=True, text=True, check=True,
+        ).stdout
+    line = next(line for line in out.splitlines() if line.startswith("WRK_RESULT "))
+    requests, duration_us, errors, p50_us, p99_us, mean_us = (float(x) for x in line.split()[1:])
+    return {"requests": int(requests), "errors": int(errors), "throughput_rps": round(requests / duration_us * 1e6, 1),
+            "p50_ms": round(p50_us / 1000, 3), "p99_ms": round(p99_us / 1000, 3), "mean_ms": round(mean_us / 1000, 3)}
+
+
+def _summary(clients: int, rounds: list[dict[str, Any]]) -> dict[str, Any]:
+    """One target at one concurrency: the median round's figures, and each round's (the spread says how
+    much the machine moved)."""
     return {
         "clients": clients,
-        "requests": sum(len(lat) for lat, _, _ in rounds),
-        "errors": sum(errors for _, _, errors in rounds),
-        "throughput_rps": statistics.median(r["throughput_rps"] for r in per_round),
-        **_quantiles([ms for lat, _, _ in rounds for ms in lat]),
-        "rounds": per_round,
+        "requests": sum(r["requests"] for r in rounds),
+        "errors": sum(r["errors"] for r in rounds),
+        **{key: statistics.median(r[key] for r in rounds) for key in ("throughput_rps", "p50_ms", "p99_ms", "mean_ms")},
+        "rounds": rounds,
     }
 
 
@@ -156,6 +186,8 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=3,
                         help="measurements per target and concurrency, the targets taking turns")
     parser.add_argument("--clients", type=int, nargs="+", default=[1, 8, 32])
+    parser.add_argument("--load-generator", choices=["aiohttp", "wrk"], default="aiohttp",
+                        help="aiohttp (in Python, ships with the project) or wrk (`apt-get install wrk`)")
     parser.add_argument("--warmup", type=float, default=15.0,
                         help="seconds of load on each target before the rounds at a concurrency (the router's "
                         "upscale delay is 5 s; a new replica takes ~25 s more to load its models)")
@@ -174,6 +206,9 @@ def main() -> None:
     from flightline import registry, serve_server
     from flightline.config import get_settings
 
+    if args.load_generator == "wrk" and shutil.which("wrk") is None:
+        raise SystemExit("--load-generator wrk: no wrk on PATH (apt-get install wrk)")
+    load = _load_wrk if args.load_generator == "wrk" else lambda *a: asyncio.run(_load_aiohttp(*a))
     settings = get_settings()
     if args.seed:
         seed_features(settings)
@@ -207,11 +242,11 @@ def main() -> None:
         results: dict[str, list[dict[str, Any]]] = {name: [] for name in targets}
         for clients in args.clients:
             for url in targets.values():
-                asyncio.run(_load(url, body, clients, args.warmup))  # warm-up; lets Serve's autoscaler act
-            rounds: dict[str, list[tuple[list[float], float, int]]] = {name: [] for name in targets}
+                load(url, body, clients, args.warmup)  # warm-up; lets Serve's autoscaler act
+            rounds: dict[str, list[dict[str, Any]]] = {name: [] for name in targets}
             for _ in range(args.rounds):  # targets take turns, so a slow minute hits each of them
                 for name, url in targets.items():
-                    rounds[name].append(asyncio.run(_load(url, body, clients, args.seconds)))
+                    rounds[name].append(load(url, body, clients, args.seconds))
             for name in targets:
                 measured = _summary(clients, rounds[name])
                 if name == "ray_serve":
@@ -233,7 +268,8 @@ def main() -> None:
         "host": {"cpus": os.cpu_count(), "load_avg_1m": round(os.getloadavg()[0], 2), "python": host.python_version()},
         "settings": {"ingress": settings.serve_ingress, "throughput_optimized": settings.serve_throughput_optimized,
                      "colocate_models": settings.serve_colocate_models, "max_batch": settings.serve_max_batch,
-                     "seconds": args.seconds, "rounds": args.rounds, "warmup_seconds": args.warmup},
+                     "seconds": args.seconds, "rounds": args.rounds, "warmup_seconds": args.warmup,
+                     "load_generator": args.load_generator},
         "model_version": str(champion.version),
         "http": results,
         "ray_vs_bare": ratios,
