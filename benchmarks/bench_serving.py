@@ -83,8 +83,8 @@ end
 
 
 def _load_wrk(url: str, body: dict[str, Any], clients: int, seconds: float) -> dict[str, Any]:
-    """The same closed loop from wrk (C, epoll, one thread): ~a tenth of aiohttp's CPU per request, so less
-    of the 2 cores goes to the load generator and its own stalls stay out of the latencies."""
+    """The same closed loop from wrk (C, epoll, one thread): ~60 us of CPU per request against aiohttp's
+    ~400 us (both against a trivial server), so less of the 2 cores goes to the load generator."""
     import tempfile
 
     with tempfile.NamedTemporaryFile("w", suffix=".lua") as script:
