@@ -140,14 +140,10 @@ def already_running(
     runs, the probe is retried; False once it is not running (start it), ServiceError naming its log if it
     runs but stays unhealthy for ``timeout``.
     """
-    deadline = time.monotonic() + timeout
-    while running():
-        if is_healthy():
-            return True
-        if time.monotonic() >= deadline:
-            raise ServiceError(component, f"is running but not healthy after {timeout:.0f} s", log=log)
-        time.sleep(2)
-    return False
+    if not running():
+        return False
+    wait_until(component, lambda: is_healthy() or not running(), timeout=timeout, log=log, interval=2)
+    return running()
 
 
 def wait_until(
