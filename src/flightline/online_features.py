@@ -12,7 +12,8 @@ So the definitions stay Feast's; only the read path is shorter. ``benchmarks/ben
 the two and ``tests/serving`` checks that they return the same values.
 
 Request-time features are computed by :func:`flightline.features.request_features`, the function the
-Feast on-demand view runs in training. A value the store lacks, or one older than its view's ttl at the
+Feast on-demand view runs in training (here one departure at a time, memoized:
+:func:`~flightline.features.departure_clock`). A value the store lacks, or one older than its view's ttl at the
 flight's prediction time, becomes an explicit fallback (NaN: the model's missing-value branch, exactly
 what the point-in-time join gives training for such a row) and is reported as missing or stale.
 """
@@ -119,10 +120,12 @@ class OnlineFeatureReader:
         self.specs = specs
         self.schema = schema
         self._key_version = key_version
+        # one parameter per join key, not per view: views sharing a key (origin: daily, hourly, weather)
+        # read the same array, sent and dumped once
         parts = [
             sql.SQL(
-                "select {i}::int2, entity_key, feature_name, value, event_ts from {t} where entity_key = any(%s)"
-            ).format(i=sql.Literal(i), t=sql.Identifier(schema, spec.table))
+                "select {i}::int2, entity_key, feature_name, value, event_ts from {t} where entity_key = any({k})"
+            ).format(i=sql.Literal(i), t=sql.Identifier(schema, spec.table), k=sql.Placeholder(spec.join_key))
             for i, spec in enumerate(specs)
         ]
         # rendered once: executing a Composed re-renders it (quoting every identifier) on each call. Without
@@ -142,8 +145,8 @@ class OnlineFeatureReader:
             key_version=store.config.entity_key_serialization_version,
         )
 
-    def params(self, requests: list[F.FlightRequest]) -> tuple[list[list[bytes]], list[list[bytes]]]:
-        """Per view, the serialized entity key of each request (and the distinct keys to query)."""
+    def params(self, requests: list[F.FlightRequest]) -> tuple[list[list[bytes]], dict[str, list[bytes]]]:
+        """Per view, the serialized entity key of each request; per join key, the distinct keys to query."""
         from feast.infra.key_encoding_utils import serialize_entity_key
         from feast.protos.feast.types.EntityKey_pb2 import EntityKey
         from feast.protos.feast.types.Value_pb2 import Value
@@ -164,13 +167,15 @@ class OnlineFeatureReader:
                     serialized[spec.join_key, value] = entity
                 keys.append(entity)
             per_view.append(keys)
-        return per_view, [sorted(set(keys)) for keys in per_view]
+        distinct: dict[str, set[bytes]] = {}
+        for spec, keys in zip(self.specs, per_view, strict=True):
+            distinct.setdefault(spec.join_key, set()).update(keys)
+        return per_view, {join_key: sorted(keys) for join_key, keys in distinct.items()}
 
     def assemble(
         self, requests: list[F.FlightRequest], keys: list[list[bytes]], rows: list[tuple[Any, ...]]
     ) -> list[ServedFeatures]:
         """Model rows from the query's rows: fetched, stale (older than ttl at prediction time) or missing."""
-        import pandas as pd
         from feast.protos.feast.types.Value_pb2 import Value
 
         found: dict[tuple[int, bytes], dict[str, tuple[float | None, dt.datetime]]] = {}
@@ -180,18 +185,12 @@ class OnlineFeatureReader:
             kind = proto.WhichOneof("val")
             value = float(getattr(proto, kind)) if kind and kind != "null_val" else None
             found.setdefault((int(view_index), bytes(entity_key)), {})[feature_name] = (value, event_ts)
-        clock = F.request_features(pd.Series([r.scheduled_departure_at for r in requests]))
-        # read once, as Python floats: selecting a pandas column (let alone .iloc) per feature and row costs
-        # more than computing the features
-        columns = dict(zip(clock.columns, clock.to_numpy(dtype="float64").T.tolist(), strict=True))
-        computed = [(name, columns[name]) for name in F.REQUEST_FEATURES]
         served = []
         for i, request in enumerate(requests):
             moment = F.prediction_time(request.scheduled_departure_at)
-            row = ServedFeatures(values={})
-            for name, column in computed:
-                row.values[name] = float(column[i])
-                row.computed.append(name)
+            clock = F.departure_clock(request.scheduled_departure_at)
+            row = ServedFeatures(values=dict(zip(F.REQUEST_FEATURES, clock, strict=True)))
+            row.computed.extend(F.REQUEST_FEATURES)
             for v, spec in enumerate(self.specs):
                 stored = found.get((v, keys[v][i]), {})
                 expires = spec.ttl > _NO_TTL

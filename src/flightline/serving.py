@@ -359,6 +359,12 @@ class AliasedModel:
         return {"alias": self.alias, "version": current[1] if current else None, "error": self.error,
                 "rows_scored": self.rows_scored}
 
+    @property
+    def is_booster(self) -> bool:
+        """Whether the loaded version is scored by the LightGBM fast path (no user Python code runs)."""
+        current = self.current
+        return current is not None and isinstance(current[0], _BoosterPredictor)
+
     def predict(self, rows: list[list[float]]) -> tuple[list[float], str]:
         """Delay probabilities for model rows (columns of flightline.features.FEATURE_NAMES)."""
         from flightline.errors import NotFoundError
@@ -445,7 +451,10 @@ class Router:
         if not breaker.allow():
             return None, None, f"{variant} circuit open"
         try:
-            probs, version = await asyncio.wait_for(self._scorers[variant](rows), self.settings.serve_model_timeout_s)
+            # a timeout scope, not wait_for: no task of its own per call (a scorer that never suspends costs
+            # nothing extra)
+            async with asyncio.timeout(self.settings.serve_model_timeout_s):
+                probs, version = await self._scorers[variant](rows)
         except TimeoutError:
             breaker.failure()
             return None, None, f"{variant} timed out after {self.settings.serve_model_timeout_s:g} s"

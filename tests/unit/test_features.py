@@ -113,6 +113,20 @@ def test_request_features_match_python_zoneinfo_and_do_not_depend_on_batching() 
     pd.testing.assert_frame_equal(F.request_features(objects), batch)
 
 
+def test_departure_clock_is_request_features_of_one_departure_and_is_memoized() -> None:
+    times = pd.Series(pd.to_datetime(["2013-03-10 06:59", "2013-03-10 07:00", "2013-11-03 05:30"], utc=True))
+    batch = F.request_features(times)
+    F.departure_clock.cache_clear()
+    for position, instant in enumerate(times):
+        assert F.departure_clock(instant.to_pydatetime()) == tuple(batch.iloc[position].tolist())
+    # the same instant written in another zone is the same departure: one cache entry, same features
+    tokyo = times.iloc[0].to_pydatetime().astimezone(ZoneInfo("Asia/Tokyo"))
+    assert F.departure_clock(tokyo) == tuple(batch.iloc[0].tolist())
+    assert F.departure_clock.cache_info().hits == 1 and F.departure_clock.cache_info().currsize == 3
+    with pytest.raises(FlightlineError, match="time zone"):
+        F.departure_clock(dt.datetime(2013, 3, 10, 7, 0))
+
+
 def test_online_reader_query_is_rendered_once_with_quoted_identifiers() -> None:
     from flightline.online_features import OnlineFeatureReader, ViewSpec
 
@@ -124,8 +138,8 @@ def test_online_reader_query_is_rendered_once_with_quoted_identifiers() -> None:
     assert isinstance(reader.query, str)
     columns = "entity_key, feature_name, value, event_ts"
     assert reader.query == (
-        f'select 0::int2, {columns} from "online"."proj_carrier_daily" where entity_key = any(%s)'
-        f' union all select 1::int2, {columns} from "online"."we""ird Name" where entity_key = any(%s)'
+        f'select 0::int2, {columns} from "online"."proj_carrier_daily" where entity_key = any(%(carrier_code)s)'
+        f' union all select 1::int2, {columns} from "online"."we""ird Name" where entity_key = any(%(tail_number)s)'
     )
 
 
