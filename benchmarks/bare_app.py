@@ -15,14 +15,15 @@ import gc
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
-from fastapi import FastAPI
+from fastapi import FastAPI, Request
+from fastapi.responses import JSONResponse
 
+from flightline.router_runtime import FeaturesUnavailableError, RouterRuntime
 from flightline.schemas_serving import FlightIn, PredictionOut
 
 
 def create_app() -> FastAPI:
     from flightline.config import get_settings
-    from flightline.router_runtime import RouterRuntime
 
     runtime = RouterRuntime(get_settings())
 
@@ -34,6 +35,10 @@ def create_app() -> FastAPI:
         yield
 
     app = FastAPI(title="bare baseline", lifespan=lifespan)
+
+    @app.exception_handler(FeaturesUnavailableError)
+    async def unavailable(_: Request, exc: FeaturesUnavailableError) -> JSONResponse:
+        return JSONResponse({"detail": str(exc)}, status_code=503)  # as the router answers it
 
     @app.post("/v1/predict/flight-delay", response_model=PredictionOut)
     async def predict(flight: FlightIn) -> PredictionOut:

@@ -112,12 +112,13 @@ def _summary(clients: int, rounds: list[dict[str, Any]]) -> dict[str, Any]:
     }
 
 
-def _router_replicas(settings: Any) -> int:
-    """Running router replicas, from Serve's status (autoscaling moves it between 1 and 2)."""
+def _router_replicas(settings: Any) -> int | None:
+    """Running router replicas, from Serve's status (autoscaling moves it between 1 and 2); None when
+    ``serve status`` does not answer."""
     from flightline import serve_server
 
-    deployment = serve_server.application_status(settings)["deployments"]["FlightRouter"]
-    return int(deployment["replica_states"].get("RUNNING", 0))
+    deployment = serve_server.application_status(settings).get("deployments", {}).get("FlightRouter")
+    return None if deployment is None else int(deployment["replica_states"].get("RUNNING", 0))
 
 
 def _start_bare(workers: int) -> tuple[subprocess.Popen[bytes], str]:

@@ -6,8 +6,8 @@ itself costs. Everything async runs in the caller's event loop, started on first
 
 Single-flight requests go through a :class:`RequestBatcher`: those that arrive while a batch is being
 scored are scored together next, with one feature query and one model call per variant. On 2 cores the
-per-call cost of the feature read and the model (query round trip, decoding, thread hop) is most of one
-flight's work, so under concurrent load this is most of the throughput (see the README's benchmark).
+per-call cost of the feature read and the model (query round trip, decoding, LightGBM's call setup) is most
+of one flight's work, so under concurrent load this is most of the throughput (see the README's benchmark).
 """
 
 from __future__ import annotations
