@@ -82,7 +82,9 @@ class Settings(BaseSettings):
         default=4, ge=1, description="logical CPUs of the local Ray head (more than cores: replicas mostly wait)"
     )
     serve_throughput_optimized: bool = Field(
-        default=True, description="RAY_SERVE_THROUGHPUT_OPTIMIZED=1 (gRPC between replicas, buffered request logs)"
+        default=True,
+        description="RAY_SERVE_THROUGHPUT_OPTIMIZED=1 (gRPC between replicas, user code on the replica's loop; "
+        "access-log lines still written one by one)",
     )
     serve_ingress: Literal["haproxy", "proxy"] = Field(
         default="haproxy",

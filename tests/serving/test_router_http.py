@@ -9,6 +9,7 @@ import concurrent.futures
 import datetime as dt
 import threading
 import time
+import uuid
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -66,6 +67,22 @@ def test_predicts_with_fetched_features_and_logs(serve_url: str, platform: Setti
     assert rows[0][1] == "champion" and rows[0][4] == pytest.approx(body["delay_probability"])
     assert rows[0][5]["values"]["carrier_delay_rate_7d"] == pytest.approx(0.1) and rows[0][6] > 0
     assert httpx.get(f"{serve_url}/docs", timeout=10).status_code == 200
+
+
+def test_access_log_line_is_written_when_the_request_is_answered(serve_url: str, platform: Settings) -> None:
+    """Serve's throughput-optimized mode would hold 1,000 access-log lines and write them in one stall."""
+    from flightline import serve_server
+
+    request_id = f"access-log-{uuid.uuid4().hex}"
+    response = httpx.post(f"{serve_url}{PREDICT}", json=flight(), headers={"x-request-id": request_id}, timeout=30)
+    assert response.status_code == 200, response.text
+    logs = serve_server.temp_dir(platform) / "session_latest" / "logs" / "serve"
+    deadline = time.monotonic() + 5
+    while time.monotonic() < deadline:
+        if any(request_id in path.read_text() for path in logs.glob("replica_flightline_FlightRouter_*.log")):
+            return
+        time.sleep(0.2)
+    raise AssertionError(f"no access-log line for {request_id} under {logs} 5 s after the response")
 
 
 def test_online_prediction_equals_offline_prediction(serve_url: str, platform: Settings) -> None:
