@@ -33,6 +33,7 @@ def create_app() -> FastAPI:
         gc.collect()
         gc.freeze()
         yield
+        await runtime.close()
 
     app = FastAPI(title="bare baseline", lifespan=lifespan)
 

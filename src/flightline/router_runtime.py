@@ -13,6 +13,7 @@ of one flight's work, so under concurrent load this is most of the throughput (s
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import threading
 import time
@@ -90,6 +91,20 @@ class RouterRuntime:
         if self._start is None or (self._start.done() and (self._start.cancelled() or self._start.exception())):
             self._start = asyncio.ensure_future(self._start_once())
         await asyncio.shield(self._start)
+
+    async def close(self) -> None:
+        """Stop the poller and the alias followers and close the connections, for a process that goes on
+        after serving (an app's shutdown, a test); the prediction log's thread ends with the process."""
+        if self._poller is not None:
+            self._poller.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._poller
+        for model in self.models.values():
+            model.stop_following()
+        if self._pool is not None:
+            await self._pool.close()
+        if self._policy_conn is not None:
+            await self._policy_conn.close()
 
     async def _start_once(self) -> None:
         from psycopg_pool import AsyncConnectionPool

@@ -1,0 +1,63 @@
+"""RouterRuntime in-process (no Ray): batching on and off give each request its own answer, the same one.
+
+Real Feast online tables, real MLflow models, real policy table and prediction log: only HTTP is left out.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+from typing import TYPE_CHECKING, Any
+
+import pytest
+from serving_fixtures import DEPARTURE, flight
+
+if TYPE_CHECKING:
+    from flightline.config import Settings
+    from flightline.schemas_serving import PredictionOut
+
+pytestmark = pytest.mark.integration
+
+
+def _answers(settings: Settings, max_batch: int) -> tuple[list[PredictionOut], dict[str, Any]]:
+    """Eight flights sent concurrently as single requests (under an A/B split: both models answer)."""
+    from flightline.router_runtime import RouterRuntime
+    from flightline.schemas_serving import FlightIn
+
+    runtime = RouterRuntime(settings.model_copy(update={"serve_max_batch": max_batch}))
+    flights = [
+        FlightIn.model_validate(
+            flight(flight_number=400 + k, scheduled_departure=(DEPARTURE + dt.timedelta(minutes=20 * k)).isoformat())
+        )
+        for k in range(8)
+    ]
+
+    async def scenario() -> list[PredictionOut]:
+        try:
+            await runtime.started()
+            return await asyncio.gather(*(runtime.predict_one(f) for f in flights))
+        finally:
+            await runtime.close()
+
+    assert runtime.models["champion"].is_booster  # the trained LightGBM model takes the fast path
+    return asyncio.run(scenario()), runtime.batcher.as_dict()
+
+
+def test_batching_off_scores_each_request_alone_with_the_same_answers(serve_url: str, platform: Settings) -> None:
+    from flightline import serving
+    from flightline.schemas_serving import PolicyIn
+
+    serving.set_policy(platform, PolicyIn(mode="ab", challenger_percent=50, experiment="runtime-test",
+                                          set_by="tests", reason="both variants in one batch"))
+    try:
+        alone, alone_batching = _answers(platform, max_batch=1)
+        together, together_batching = _answers(platform, max_batch=32)
+    finally:
+        serving.set_policy(platform, PolicyIn(set_by="tests", reason="end of runtime test"))
+    assert alone_batching["batches"] == 0  # max_batch 1: the batcher is bypassed
+    assert together_batching["batches"] >= 1 and together_batching["largest_batch"] > 1
+    assert {a.variant for a in alone} == {"champion", "challenger"}  # else the pairing below proves little
+    for one, batched in zip(alone, together, strict=True):  # each caller got its own flight's answer
+        assert (batched.variant, batched.model_version) == (one.variant, one.model_version)
+        assert batched.delay_probability == pytest.approx(one.delay_probability)
+        assert batched.features == one.features
