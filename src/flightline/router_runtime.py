@@ -258,8 +258,9 @@ def _local_scorer(model: serving.AliasedModel) -> serving.Scorer:
     GIL handoffs around it cost more); any other pyfunc in a thread, so the router's timeout can fire."""
 
     async def score(rows: list[list[float]]) -> tuple[list[float], str]:
-        if model.is_booster:
-            return model.predict(rows)
-        return await asyncio.to_thread(model.predict, rows)
+        loaded = model.loaded()  # pinned: an alias swapped to a slow pyfunc meanwhile must not run on the loop
+        if serving.is_booster(loaded[0]):
+            return model.predict(rows, loaded)
+        return await asyncio.to_thread(model.predict, rows, loaded)
 
     return score

@@ -359,20 +359,19 @@ class AliasedModel:
         return {"alias": self.alias, "version": current[1] if current else None, "error": self.error,
                 "rows_scored": self.rows_scored}
 
-    @property
-    def is_booster(self) -> bool:
-        """Whether the loaded version is scored by the LightGBM fast path (no user Python code runs)."""
-        current = self.current
-        return current is not None and isinstance(current[0], _BoosterPredictor)
-
-    def predict(self, rows: list[list[float]]) -> tuple[list[float], str]:
-        """Delay probabilities for model rows (columns of flightline.features.FEATURE_NAMES)."""
+    def loaded(self) -> tuple[Any, str]:
+        """The (model, version) loaded now; a caller that pins it is not affected by a swap mid-call."""
         from flightline.errors import NotFoundError
 
         current = self.current
         if current is None:
             raise NotFoundError(self.error or f"no model loaded for alias {self.alias!r}")
-        model, version = current
+        return current
+
+    def predict(self, rows: list[list[float]], loaded: tuple[Any, str] | None = None) -> tuple[list[float], str]:
+        """Delay probabilities for model rows (columns of flightline.features.FEATURE_NAMES), from ``loaded``
+        (pinned by the caller) or the version loaded now."""
+        model, version = loaded or self.loaded()
         probabilities = predict_rows(model, rows)
         with self._count_lock:  # colocated models score in worker threads
             self.rows_scored += len(rows)
@@ -391,6 +390,11 @@ class _BoosterPredictor:
         import numpy as np
 
         return self.booster.predict(np.asarray(rows, dtype="float64"))
+
+
+def is_booster(model: Any) -> bool:
+    """Whether a loaded model is the LightGBM fast path: bounded C work, no user Python code."""
+    return isinstance(model, _BoosterPredictor)
 
 
 def _fast_path(model: Any) -> _BoosterPredictor | None:

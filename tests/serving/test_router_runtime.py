@@ -21,6 +21,7 @@ pytestmark = pytest.mark.integration
 
 def _answers(settings: Settings, max_batch: int) -> tuple[list[PredictionOut], dict[str, Any]]:
     """Eight flights sent concurrently as single requests (under an A/B split: both models answer)."""
+    from flightline import serving
     from flightline.router_runtime import RouterRuntime
     from flightline.schemas_serving import FlightIn
 
@@ -39,7 +40,7 @@ def _answers(settings: Settings, max_batch: int) -> tuple[list[PredictionOut], d
         finally:
             await runtime.close()
 
-    assert runtime.models["champion"].is_booster  # the trained LightGBM model takes the fast path
+    assert serving.is_booster(runtime.models["champion"].loaded()[0])  # the trained LightGBM takes the fast path
     return asyncio.run(scenario()), runtime.batcher.as_dict()
 
 
