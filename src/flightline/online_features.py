@@ -12,8 +12,8 @@ So the definitions stay Feast's; only the read path is shorter. ``benchmarks/ben
 the two and ``tests/serving`` checks that they return the same values.
 
 Request-time features are computed by :func:`flightline.features.request_features`, the function the
-Feast on-demand view runs in training (here one departure at a time, memoized:
-:func:`~flightline.features.departure_clock`). A value the store lacks, or one older than its view's ttl at the
+Feast on-demand view runs in training (here memoized per departure:
+:func:`~flightline.features.departure_clocks`). A value the store lacks, or one older than its view's ttl at the
 flight's prediction time, becomes an explicit fallback (NaN: the model's missing-value branch, exactly
 what the point-in-time join gives training for such a row) and is reported as missing or stale.
 """
@@ -185,11 +185,11 @@ class OnlineFeatureReader:
             kind = proto.WhichOneof("val")
             value = float(getattr(proto, kind)) if kind and kind != "null_val" else None
             found.setdefault((int(view_index), bytes(entity_key)), {})[feature_name] = (value, event_ts)
+        clocks = F.departure_clocks([request.scheduled_departure_at for request in requests])
         served = []
         for i, request in enumerate(requests):
             moment = F.prediction_time(request.scheduled_departure_at)
-            clock = F.departure_clock(request.scheduled_departure_at)
-            row = ServedFeatures(values=dict(zip(F.REQUEST_FEATURES, clock, strict=True)))
+            row = ServedFeatures(values=dict(zip(F.REQUEST_FEATURES, clocks[i], strict=True)))
             row.computed.extend(F.REQUEST_FEATURES)
             for v, spec in enumerate(self.specs):
                 stored = found.get((v, keys[v][i]), {})

@@ -113,18 +113,24 @@ def test_request_features_match_python_zoneinfo_and_do_not_depend_on_batching() 
     pd.testing.assert_frame_equal(F.request_features(objects), batch)
 
 
-def test_departure_clock_is_request_features_of_one_departure_and_is_memoized() -> None:
+def test_departure_clocks_are_request_features_computed_once_per_instant(monkeypatch: pytest.MonkeyPatch) -> None:
     times = pd.Series(pd.to_datetime(["2013-03-10 06:59", "2013-03-10 07:00", "2013-11-03 05:30"], utc=True))
-    batch = F.request_features(times)
-    F.departure_clock.cache_clear()
-    for position, instant in enumerate(times):
-        assert F.departure_clock(instant.to_pydatetime()) == tuple(batch.iloc[position].tolist())
-    # the same instant written in another zone is the same departure: one cache entry, same features
-    tokyo = times.iloc[0].to_pydatetime().astimezone(ZoneInfo("Asia/Tokyo"))
-    assert F.departure_clock(tokyo) == tuple(batch.iloc[0].tolist())
-    assert F.departure_clock.cache_info().hits == 1 and F.departure_clock.cache_info().currsize == 3
+    expected = [tuple(row) for row in F.request_features(times).to_numpy().tolist()]
+    a, b, c = (t.to_pydatetime() for t in times)
+    calls: list[int] = []
+    real = F.request_features
+    monkeypatch.setattr(F, "request_features", lambda s: calls.append(len(s)) or real(s))
+    monkeypatch.setattr(F, "_clock_cache", {})
+    tokyo = a.astimezone(ZoneInfo("Asia/Tokyo"))  # the same instant: the same departure
+    assert F.departure_clocks([a, b, tokyo, c, a]) == [expected[0], expected[1], expected[0], expected[2], expected[0]]
+    assert calls == [3]  # the distinct instants, in one vectorized call
+    assert F.departure_clocks([c, b]) == [expected[2], expected[1]] and calls == [3]  # cached
     with pytest.raises(FlightlineError, match="time zone"):
-        F.departure_clock(dt.datetime(2013, 3, 10, 7, 0))
+        F.departure_clocks([dt.datetime(2013, 3, 10, 7, 0)])
+    monkeypatch.setattr(F, "_CLOCK_CACHE_SIZE", 4)
+    later = [a + dt.timedelta(minutes=m) for m in (10, 20, 30)]
+    F.departure_clocks(later)  # 3 cached + 3 new > 4: starts over with the new ones
+    assert set(F._clock_cache) == set(later)
 
 
 def test_online_reader_query_is_rendered_once_with_quoted_identifiers() -> None:
