@@ -207,22 +207,22 @@ def departure_clocks(departures: list[dt.datetime]) -> list[tuple[float, ...]]:
     for a whole batch request). A pandas call costs ~100 us even for one row, as much as the rest of a
     flight's feature work, while departures repeat (a day's flights leave on at most 1,440 distinct
     minutes, and a flight is scored again and again before it leaves); the cache holds up to 16,384
-    instants (~7 MB) and starts over when full. Equal instants in other zones share an entry, which is
+    instants (~5 MB, measured) and starts over when full. Equal instants in other zones share an entry, which is
     right: the features depend on the instant only.
     """
-    import pandas as pd
-
-    found = {departure: _clock_cache.get(departure) for departure in departures}
-    missing = [departure for departure, clock in found.items() if clock is None]
+    clocks = {departure: clock for departure in departures if (clock := _clock_cache.get(departure)) is not None}
+    missing = [departure for departure in dict.fromkeys(departures) if departure not in clocks]
     if missing:
+        import pandas as pd
+
         for departure in missing:
             prediction_time(departure)  # the same "needs a time zone" error as everywhere else
         rows = [tuple(row) for row in request_features(pd.Series(missing)).to_numpy(dtype="float64").tolist()]
-        found.update(zip(missing, rows, strict=True))
+        clocks.update(zip(missing, rows, strict=True))
         if len(_clock_cache) + len(missing) > _CLOCK_CACHE_SIZE:
             _clock_cache.clear()
         _clock_cache.update(zip(missing, rows, strict=True))
-    return [found[departure] for departure in departures]  # type: ignore[misc]  # every one filled above
+    return [clocks[departure] for departure in departures]
 
 
 @dataclass(frozen=True)
