@@ -13,6 +13,12 @@ with the targets taking turns, so a slow minute of this shared machine hits all 
   ``--load-generator wrk``, on the same cores as the servers)
   through Ray Serve (its ingress on ``serve_port``) and the bare app (``benchmarks/bare_app.py``: the same
   RouterRuntime without Ray) with 1 and 2 uvicorn workers, since the router autoscales to 2 replicas;
+- the CPU each target's processes spend per request (/proc: the bare app's uvicorn processes; for Ray the
+  router replicas, HAProxy and its manager actor), steadier on a shared machine than throughput;
+- Serve's floor (``--floor-clients``, ``benchmarks/serve_floor.py``): the same FastAPI endpoint answering a
+  constant, through Serve (an application deployed beside the platform's for the measurement, then
+  removed) and bare. Its ratio is the most Serve can leave of a bare app here whatever the endpoint does,
+  and the CPU it adds per request is Serve's own: the router's ratio is at best endpoint / (endpoint + that);
 - Feast's ``get_online_features`` for the flight's entities vs the one-query OnlineFeatureReader read of
   the same rows (values checked equal).
 """
@@ -29,6 +35,7 @@ import statistics
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -103,32 +110,142 @@ def _load_wrk(url: str, body: dict[str, Any], clients: int, seconds: float) -> d
 def _summary(clients: int, rounds: list[dict[str, Any]]) -> dict[str, Any]:
     """One target at one concurrency: the median round's figures, and each round's (the spread says how
     much the machine moved)."""
+    cpu = {group: round(statistics.median(r["cpu_ms_per_request"][group] for r in rounds), 3)
+           for group in rounds[0]["cpu_ms_per_request"]}
     return {
         "clients": clients,
         "requests": sum(r["requests"] for r in rounds),
         "errors": sum(r["errors"] for r in rounds),
         **{key: statistics.median(r[key] for r in rounds) for key in ("throughput_rps", "p50_ms", "p99_ms", "mean_ms")},
+        "cpu_ms_per_request": {**cpu, "total": round(sum(cpu.values()), 3)},
         "rounds": rounds,
     }
 
 
-def _router_replicas(settings: Any) -> int | None:
-    """Running router replicas, from Serve's status (autoscaling moves it between 1 and 2); None when
-    ``serve status`` does not answer."""
-    from flightline import serve_server
+def _parents() -> dict[int, int]:
+    parents = {}
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                parents[int(entry.name)] = int((entry / "stat").read_text().rpartition(")")[2].split()[1])
+            except OSError:
+                continue
+    return parents
 
-    deployment = serve_server.application_status(settings).get("deployments", {}).get("FlightRouter")
-    return None if deployment is None else int(deployment["replica_states"].get("RUNNING", 0))
+
+def _descendants(root: int) -> list[int]:
+    """root and every process below it."""
+    parents, tree, grew = _parents(), {root}, True
+    while grew:
+        below = {pid for pid, parent in parents.items() if parent in tree} - tree
+        tree |= below
+        grew = bool(below)
+    return sorted(tree)
 
 
-def _start_bare(workers: int) -> tuple[subprocess.Popen[bytes], str]:
+def _cmdline(pid: int) -> str:
+    try:
+        return Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+    except OSError:
+        return ""
+
+
+def _cpu_seconds(pids: list[int]) -> dict[int, float]:
+    """User + system CPU of each process still running (Linux /proc)."""
+    seconds = {}
+    for pid in pids:
+        try:
+            fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
+        except OSError:
+            continue
+        seconds[pid] = (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    return seconds
+
+
+Processes = Callable[[], dict[str, list[int]]]
+
+
+def _serve_processes(head: int, app: str, deployment: str) -> Processes:
+    """What a request to ``app`` costs in Ray: its ingress replicas, HAProxy and the HAProxyManager actor
+    (it parses HAProxy's per-request metrics lines), or Serve's Python proxy (``serve_ingress: proxy``).
+    Found below the platform's Ray head by process title, again before each round (autoscaling)."""
+    titles = {"replicas": f"ray::ServeReplica:{app}:{deployment}", "haproxy_manager": "ray::HAProxyManager",
+              "python_proxy": "ray::ProxyActor"}
+
+    def groups() -> dict[str, list[int]]:
+        found: dict[str, list[int]] = {**{group: [] for group in titles}, "haproxy": []}
+        for pid in _descendants(head):
+            command = _cmdline(pid)
+            if command.split(" ")[0].endswith("/bin/haproxy"):
+                found["haproxy"].append(pid)
+            for group, title in titles.items():
+                if command.rstrip().startswith(title):
+                    found[group].append(pid)
+        return found
+
+    return groups
+
+
+def _measured(load: Callable[..., dict[str, Any]], url: str, body: dict[str, Any], clients: int, seconds: float,
+              processes: Processes) -> dict[str, Any]:
+    """One load run, with the CPU each group of server processes spent on it per request (a process that
+    starts or ends during the run is left out of it)."""
+    groups = processes()
+    before = {group: _cpu_seconds(pids) for group, pids in groups.items()}
+    result = load(url, body, clients, seconds)
+    after = {group: _cpu_seconds(pids) for group, pids in groups.items()}
+    result["processes"] = {group: len(pids) for group, pids in groups.items()}
+    result["cpu_ms_per_request"] = {
+        group: round(sum(after[group][pid] - before[group][pid] for pid in after[group] if pid in before[group])
+                     * 1000 / max(1, result["requests"]), 3)
+        for group in groups
+    }
+    return result
+
+
+def _measure(targets: dict[str, tuple[str, Processes]], load: Callable[..., dict[str, Any]], body: dict[str, Any],
+             clients_list: list[int], args: argparse.Namespace) -> dict[str, list[dict[str, Any]]]:
+    """At each concurrency: every target warmed up, then ``args.rounds`` runs with the targets taking
+    turns, so a slow minute of the machine hits each of them."""
+    results: dict[str, list[dict[str, Any]]] = {name: [] for name in targets}
+    for clients in clients_list:
+        for url, _ in targets.values():
+            load(url, body, clients, args.warmup)  # warm-up; lets Serve's autoscaler act
+        rounds: dict[str, list[dict[str, Any]]] = {name: [] for name in targets}
+        for _ in range(args.rounds):
+            for name, (url, processes) in targets.items():
+                rounds[name].append(_measured(load, url, body, clients, args.seconds, processes))
+        for name in targets:
+            results[name].append(_summary(clients, rounds[name]))
+            print(name, {k: v for k, v in results[name][-1].items() if k != "rounds"}, flush=True)
+    return results
+
+
+def _start_bare(workers: int, factory: str = "benchmarks.bare_app:create_app",
+                env: dict[str, str] | None = None) -> tuple[subprocess.Popen[bytes], str]:
     port = free_port()
     process = subprocess.Popen(
-        [sys.executable, "-m", "uvicorn", "--factory", "benchmarks.bare_app:create_app", "--host", "127.0.0.1",
+        [sys.executable, "-m", "uvicorn", "--factory", factory, "--host", "127.0.0.1",
          "--port", str(port), "--workers", str(workers), "--log-level", "warning", "--no-access-log"],
-        cwd=ROOT, env={**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT)},
+        cwd=ROOT, env={**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT), **(env or {})},
     )
     return process, f"http://127.0.0.1:{port}/v1/predict/flight-delay"
+
+
+def _wait_answering(url: str, body: dict[str, Any], ready: Callable[[], bool], what: str, timeout: float) -> None:
+    """Until ``url`` answers the flight with 200; SystemExit when ``ready()`` turns false or time is up."""
+    import httpx
+
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            if httpx.post(url, json=body, timeout=5).status_code == 200:
+                return
+        except httpx.HTTPError:
+            pass
+        if time.monotonic() > deadline or not ready():
+            raise SystemExit(f"{what} did not start")
+        time.sleep(1)
 
 
 def _feature_read_costs(settings: Any, flight: dict[str, Any], repeats: int) -> dict[str, Any]:
@@ -182,6 +299,55 @@ def _ratio(serve: dict[str, Any], bare: dict[str, Any]) -> dict[str, Any]:
             "throughput_ratio_rounds": per_round, "p99_ratio": round(serve["p99_ms"] / bare["p99_ms"], 3)}
 
 
+def _serve_floor(settings: Any, head: int, load: Callable[..., dict[str, Any]], body: dict[str, Any],
+                response: dict[str, Any], args: argparse.Namespace) -> dict[str, Any]:
+    """``benchmarks/serve_floor.py`` (the router's HTTP surface, a constant answer) through Ray Serve,
+    deployed beside the platform's application with the router's settings, and under uvicorn alone;
+    the platform's own config is deployed again at the end, which removes the floor application."""
+    import tempfile
+
+    import yaml
+
+    from benchmarks.serve_floor import RESPONSE_ENV
+    from flightline import serve_server
+
+    config = yaml.safe_load(serve_server.render_config(settings).read_text())
+    platform_app = config["applications"][0]
+    router = next(d for d in platform_app["deployments"] if d["name"] == "FlightRouter")
+    config["applications"].append({
+        "name": "serve_floor", "route_prefix": "/serve-floor", "import_path": "benchmarks.serve_floor:build_app",
+        "args": {"response": response}, "runtime_env": platform_app["runtime_env"],
+        "deployments": [{"name": "FloorRouter", "num_replicas": 1,
+                         **{key: router[key] for key in ("max_ongoing_requests", "ray_actor_options")}}],
+    })
+    process, bare_url = _start_bare(1, "benchmarks.serve_floor:create_app", {RESPONSE_ENV: json.dumps(response)})
+    serve_url = f"{settings.serve_url}/serve-floor/v1/predict/flight-delay"
+    try:
+        with tempfile.TemporaryDirectory() as scratch:
+            path = Path(scratch) / "serve_config.yaml"
+            path.write_text(yaml.safe_dump(config, sort_keys=False))
+            serve_server.deploy(settings, config=path)
+        _wait_answering(serve_url, body, lambda: True, "the serve_floor application", timeout=240)
+        _wait_answering(bare_url, body, lambda: process.poll() is None, "the bare serve_floor app", timeout=120)
+        results = _measure({"bare_fastapi_1w": (bare_url, lambda: {"server": _descendants(process.pid)}),
+                            "ray_serve": (serve_url, _serve_processes(head, "serve_floor", "FloorRouter"))},
+                           load, body, args.floor_clients, args)
+    finally:
+        process.terminate()
+        process.wait(30)
+        serve_server.deploy(settings)
+    return {
+        "about": "the same FastAPI endpoint and schemas answering a constant (no features, model or log): "
+                 "what Serve costs per request with nothing behind it",
+        "http": results,
+        "ray_vs_bare": [_ratio(s, b) for s, b in zip(results["ray_serve"], results["bare_fastapi_1w"], strict=True)],
+        "serve_cpu_ms_per_request": [
+            {"clients": s["clients"],
+             "added": round(s["cpu_ms_per_request"]["total"] - b["cpu_ms_per_request"]["total"], 3)}
+            for s, b in zip(results["ray_serve"], results["bare_fastapi_1w"], strict=True)],
+    }
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seconds", type=float, default=5.0, help="per target, concurrency and round")
@@ -196,6 +362,8 @@ def main() -> None:
     parser.add_argument("--bare-workers", type=int, nargs="+", default=[1, 2],
                         help="uvicorn worker counts of the bare app; ratios use the first for the target "
                         "(the router autoscales to 2 replicas)")
+    parser.add_argument("--floor-clients", type=int, nargs="*", default=[8],
+                        help="concurrencies of the serve-floor comparison (benchmarks/serve_floor.py); none: skip it")
     parser.add_argument("--repeats", type=int, default=300, help="feature reads per method")
     parser.add_argument("--seed", action="store_true", help="write the serving tests' features and models first")
     parser.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results" / "bench_serving.json")
@@ -222,44 +390,28 @@ def main() -> None:
     body = flight()
 
     serve_url = f"{settings.serve_url}/v1/predict/flight-delay"
+    head = serve_server.head_pid(settings)
+    assert head is not None  # serve is healthy
     bares = {f"bare_fastapi_{n}w": _start_bare(n) for n in args.bare_workers}
     try:
-        deadline = time.monotonic() + 180
         for name, (process, url) in bares.items():
-            while True:
-                try:
-                    if httpx.post(url, json=body, timeout=5).status_code == 200:
-                        break
-                except httpx.HTTPError:
-                    pass
-                if time.monotonic() > deadline or process.poll() is not None:
-                    raise SystemExit(f"{name} did not start")
-                time.sleep(1)
+            _wait_answering(url, body, lambda p=process: p.poll() is None, name, timeout=180)
         checked = httpx.post(serve_url, json=body, timeout=10).json()
         for _, url in bares.values():
             expected = httpx.post(url, json=body, timeout=10).json()
             assert checked["delay_probability"] == expected["delay_probability"], (checked, expected)
 
-        targets = {**{name: url for name, (_, url) in bares.items()}, "ray_serve": serve_url}
-        results: dict[str, list[dict[str, Any]]] = {name: [] for name in targets}
-        for clients in args.clients:
-            for url in targets.values():
-                load(url, body, clients, args.warmup)  # warm-up; lets Serve's autoscaler act
-            rounds: dict[str, list[dict[str, Any]]] = {name: [] for name in targets}
-            for _ in range(args.rounds):  # targets take turns, so a slow minute hits each of them
-                for name, url in targets.items():
-                    rounds[name].append(load(url, body, clients, args.seconds))
-            for name in targets:
-                measured = _summary(clients, rounds[name])
-                if name == "ray_serve":
-                    measured["router_replicas"] = _router_replicas(settings)
-                results[name].append(measured)
-                print(name, {k: v for k, v in measured.items() if k != "rounds"}, flush=True)
+        targets: dict[str, tuple[str, Processes]] = {
+            **{name: (url, lambda p=process: {"server": _descendants(p.pid)})
+               for name, (process, url) in bares.items()},
+            "ray_serve": (serve_url, _serve_processes(head, serve_server.APPLICATION, "FlightRouter")),
+        }
+        results = _measure(targets, load, body, args.clients, args)
     finally:
         for process, _ in bares.values():
             process.terminate()
             process.wait(30)
-
+    floor = _serve_floor(settings, head, load, body, checked, args) if args.floor_clients else None
     bare = f"bare_fastapi_{args.bare_workers[0]}w"
     ratios = {name: [_ratio(s, b) for s, b in zip(results["ray_serve"], results[name], strict=True)]
               for name in results if name != "ray_serve"}
@@ -279,6 +431,7 @@ def main() -> None:
             "p99_le_10ms_at_8": at8 is not None and at8["p99_ms"] <= 10,
             f"throughput_ge_0.8x_{bare}_at_8": ratio8 is not None and ratio8["throughput_ratio"] >= 0.8,
         },
+        "serve_floor": floor,
         "feature_read": _feature_read_costs(settings, body, args.repeats),
     }
     args.out.parent.mkdir(parents=True, exist_ok=True)

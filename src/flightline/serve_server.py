@@ -70,6 +70,11 @@ def temp_dir(settings: Settings) -> Path:
     return settings.home / "ray"
 
 
+def head_pid(settings: Settings) -> int | None:
+    """The running Ray head's pid (``ray start --block``; every Ray process of this platform runs below it)."""
+    return read_pid(_pid_file(settings))
+
+
 def dashboard_url(settings: Settings) -> str:
     return f"http://{settings.host}:{settings.ray_dashboard_port}"
 
@@ -168,7 +173,7 @@ def start(settings: Settings) -> bool:
     log = log_path(settings)
 
     def head_running() -> bool:
-        return read_pid(_pid_file(settings)) is not None
+        return head_pid(settings) is not None
 
     app_missing = (head_running() and not is_healthy(settings)
                    and application_status(settings).get("status") not in ("RUNNING", "DEPLOYING"))
