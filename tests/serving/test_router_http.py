@@ -85,6 +85,22 @@ def test_access_log_line_is_written_when_the_request_is_answered(serve_url: str,
     raise AssertionError(f"no access-log line for {request_id} under {logs} 5 s after the response")
 
 
+def test_router_replica_starts_its_runtime_before_it_takes_traffic(serve_url: str, platform: Settings) -> None:
+    """Feature definitions, policy and pool are read in the constructor, which Serve finishes before it
+    routes requests to the replica, so a new replica's first requests do not wait for them."""
+    from flightline import serve_server
+
+    logs = serve_server.temp_dir(platform) / "session_latest" / "logs" / "serve"
+    replicas = sorted(logs.glob("replica_flightline_FlightRouter_*.log"))
+    assert replicas, f"no router replica log under {logs}"
+    for path in replicas:
+        lines = path.read_text().splitlines()
+        started = [i for i, line in enumerate(lines) if "prediction runtime started in" in line]
+        initialized = [i for i, line in enumerate(lines) if "Finished initializing replica." in line]
+        assert started and initialized, f"{path.name}: runtime started {started}, replica initialized {initialized}"
+        assert started[0] < initialized[0], f"{path.name}: the runtime started after Serve took the replica in"
+
+
 def test_online_prediction_equals_offline_prediction(serve_url: str, platform: Settings) -> None:
     """Same flight, same moment: Feast's point-in-time offline features through the champion give the
     same probability as the router's online path."""
