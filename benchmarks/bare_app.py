@@ -19,7 +19,7 @@ from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
 
 from flightline.router_runtime import FeaturesUnavailableError, RouterRuntime
-from flightline.schemas_serving import FlightIn, PredictionOut
+from flightline.schemas_serving import BatchIn, BatchOut, FlightIn, PredictionOut
 
 
 def create_app() -> FastAPI:
@@ -44,5 +44,9 @@ def create_app() -> FastAPI:
     @app.post("/v1/predict/flight-delay", response_model=PredictionOut)
     async def predict(flight: FlightIn) -> PredictionOut:
         return await runtime.predict_one(flight)
+
+    @app.post("/v1/predict/flight-delay/batch", response_model=BatchOut)
+    async def predict_batch(batch: BatchIn) -> BatchOut:
+        return BatchOut(predictions=await runtime.predict(batch.flights))
 
     return app

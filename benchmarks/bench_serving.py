@@ -13,6 +13,8 @@ with the targets taking turns, so a slow minute of this shared machine hits all 
   ``--load-generator wrk``, on the same cores as the servers)
   through Ray Serve (its ingress on ``serve_port``) and the bare app (``benchmarks/bare_app.py``: the same
   RouterRuntime without Ray) with 1 and 2 uvicorn workers, since the router autoscales to 2 replicas;
+- the batch endpoint (``--batch-size`` flights a request) through Ray Serve and the bare app: Serve's cost
+  is per HTTP request, so a client that batches pays it once per batch;
 - the CPU each target's processes spend per request (/proc: the bare app's uvicorn processes; for Ray the
   router replicas, HAProxy and its manager actor), steadier on a shared machine than throughput;
 - Serve's floor (``--floor-clients``, ``benchmarks/serve_floor.py``): the same FastAPI endpoint answering a
@@ -362,6 +364,9 @@ def main() -> None:
     parser.add_argument("--bare-workers", type=int, nargs="+", default=[1, 2],
                         help="uvicorn worker counts of the bare app; ratios use the first for the target "
                         "(the router autoscales to 2 replicas)")
+    parser.add_argument("--batch-clients", type=int, nargs="*", default=[8],
+                        help="concurrencies of the batch-endpoint comparison (Ray vs the first bare app); none: skip")
+    parser.add_argument("--batch-size", type=int, default=16, help="flights per batch request")
     parser.add_argument("--floor-clients", type=int, nargs="*", default=[8],
                         help="concurrencies of the serve-floor comparison (benchmarks/serve_floor.py); none: skip it")
     parser.add_argument("--repeats", type=int, default=300, help="feature reads per method")
@@ -393,6 +398,7 @@ def main() -> None:
     head = serve_server.head_pid(settings)
     assert head is not None  # serve is healthy
     bares = {f"bare_fastapi_{n}w": _start_bare(n) for n in args.bare_workers}
+    bare = f"bare_fastapi_{args.bare_workers[0]}w"  # the ratios' baseline
     try:
         for name, (process, url) in bares.items():
             _wait_answering(url, body, lambda p=process: p.poll() is None, name, timeout=180)
@@ -407,12 +413,17 @@ def main() -> None:
             "ray_serve": (serve_url, _serve_processes(head, serve_server.APPLICATION, "FlightRouter")),
         }
         results = _measure(targets, load, body, args.clients, args)
+        batched = None
+        if args.batch_clients:
+            bare_url, bare_processes = targets[bare]
+            batch = {bare: (f"{bare_url}/batch", bare_processes),
+                     "ray_serve": (f"{serve_url}/batch", targets["ray_serve"][1])}
+            batched = _measure(batch, load, {"flights": [body] * args.batch_size}, args.batch_clients, args)
     finally:
         for process, _ in bares.values():
             process.terminate()
             process.wait(30)
     floor = _serve_floor(settings, head, load, body, checked, args) if args.floor_clients else None
-    bare = f"bare_fastapi_{args.bare_workers[0]}w"
     ratios = {name: [_ratio(s, b) for s, b in zip(results["ray_serve"], results[name], strict=True)]
               for name in results if name != "ray_serve"}
     at8 = next((r for r in results["ray_serve"] if r["clients"] == 8), None)
@@ -430,6 +441,14 @@ def main() -> None:
         "targets": {
             "p99_le_10ms_at_8": at8 is not None and at8["p99_ms"] <= 10,
             f"throughput_ge_0.8x_{bare}_at_8": ratio8 is not None and ratio8["throughput_ratio"] >= 0.8,
+        },
+        "batch_endpoint": batched and {
+            "flights_per_request": args.batch_size,
+            "flights_per_s": [{"clients": s["clients"], bare: round(b["throughput_rps"] * args.batch_size),
+                               "ray_serve": round(s["throughput_rps"] * args.batch_size)}
+                              for s, b in zip(batched["ray_serve"], batched[bare], strict=True)],
+            "http": batched,
+            "ray_vs_bare": [_ratio(s, b) for s, b in zip(batched["ray_serve"], batched[bare], strict=True)],
         },
         "serve_floor": floor,
         "feature_read": _feature_read_costs(settings, body, args.repeats),
