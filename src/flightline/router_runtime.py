@@ -2,7 +2,8 @@
 
 The Ray Serve router deployment (``ray_serve/app.py``) runs one per replica; the benchmark's bare FastAPI
 app (``benchmarks/bare_app.py``) runs the same one without Ray, so the benchmark's ratio is what Serve
-itself costs. Everything async runs in the caller's event loop, started on first use.
+itself costs. Everything async runs in the caller's event loop, started by ``started()`` (the replica's
+constructor, the bare app's startup) or else by the first request.
 
 Single-flight requests go through a :class:`RequestBatcher`: those that arrive while a batch is being
 scored are scored together next, with one feature query and one model call per variant. On 2 cores the
