@@ -14,7 +14,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from flightline.processes import free_port
+from flightline.processes import free_port, process_tree
 
 
 def _pss_kib(pid: int) -> int:
@@ -25,11 +25,6 @@ def _pss_kib(pid: int) -> int:
     except OSError:
         pass
     return 0
-
-
-def _process_tree(root: int) -> list[int]:
-    children = subprocess.run(["pgrep", "-P", str(root)], capture_output=True, text=True).stdout.split()
-    return [root, *[pid for child in children for pid in _process_tree(int(child))]]
 
 
 def main() -> None:
@@ -45,9 +40,9 @@ def main() -> None:
     memory: dict[str, float] = {}
     for pid_file in sorted((home / "run").glob("*.pid")):
         pid = int(pid_file.read_text())
-        memory[pid_file.stem] = sum(_pss_kib(p) for p in _process_tree(pid)) / 1024
+        memory[pid_file.stem] = sum(_pss_kib(p) for p in process_tree(pid)) / 1024
     postmaster = int((home / "pgdata" / "postmaster.pid").read_text().splitlines()[0])
-    memory["postgres"] = sum(_pss_kib(p) for p in _process_tree(postmaster)) / 1024
+    memory["postgres"] = sum(_pss_kib(p) for p in process_tree(postmaster)) / 1024
     subprocess.run([sys.executable, "-m", "flightline", "down"], env=env, check=True, capture_output=True)
     print(json.dumps({
         "seconds_to_healthy_fresh_home": round(seconds_to_healthy, 1),

@@ -42,7 +42,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from flightline.processes import free_port
+from flightline.processes import free_port, process_tree
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -125,27 +125,6 @@ def _summary(clients: int, rounds: list[dict[str, Any]]) -> dict[str, Any]:
     }
 
 
-def _parents() -> dict[int, int]:
-    parents = {}
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            try:
-                parents[int(entry.name)] = int((entry / "stat").read_text().rpartition(")")[2].split()[1])
-            except OSError:
-                continue
-    return parents
-
-
-def _descendants(root: int) -> list[int]:
-    """root and every process below it."""
-    parents, tree, grew = _parents(), {root}, True
-    while grew:
-        below = {pid for pid, parent in parents.items() if parent in tree} - tree
-        tree |= below
-        grew = bool(below)
-    return sorted(tree)
-
-
 def _cmdline(pid: int) -> str:
     try:
         return Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
@@ -177,7 +156,7 @@ def _serve_processes(head: int, app: str, deployment: str) -> Processes:
 
     def groups() -> dict[str, list[int]]:
         found: dict[str, list[int]] = {**{group: [] for group in titles}, "haproxy": []}
-        for pid in _descendants(head):
+        for pid in process_tree(head):
             command = _cmdline(pid)
             if command.split(" ")[0].endswith("/bin/haproxy"):
                 found["haproxy"].append(pid)
@@ -332,7 +311,7 @@ def _serve_floor(settings: Any, head: int, load: Callable[..., dict[str, Any]], 
             serve_server.deploy(settings, config=path)
         _wait_answering(serve_url, body, lambda: True, "the serve_floor application", timeout=240)
         _wait_answering(bare_url, body, lambda: process.poll() is None, "the bare serve_floor app", timeout=120)
-        results = _measure({"bare_fastapi_1w": (bare_url, lambda: {"server": _descendants(process.pid)}),
+        results = _measure({"bare_fastapi_1w": (bare_url, lambda: {"server": process_tree(process.pid)}),
                             "ray_serve": (serve_url, _serve_processes(head, "serve_floor", "FloorRouter"))},
                            load, body, args.floor_clients, args)
     finally:
@@ -410,7 +389,7 @@ def main() -> None:
             assert checked["delay_probability"] == expected["delay_probability"], (checked, expected)
 
         targets: dict[str, tuple[str, Processes]] = {
-            **{name: (url, lambda p=process: {"server": _descendants(p.pid)})
+            **{name: (url, lambda p=process: {"server": process_tree(p.pid)})
                for name, (process, url) in bares.items()},
             "ray_serve": (serve_url, _serve_processes(head, serve_server.APPLICATION, "FlightRouter")),
         }

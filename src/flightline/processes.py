@@ -48,6 +48,23 @@ def pid_alive(pid: int) -> bool:
         return True
 
 
+def process_tree(root: int) -> list[int]:
+    """root and every process below it, from one pass over /proc (Linux)."""
+    parents: dict[int, int] = {}
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                parents[int(entry.name)] = int((entry / "stat").read_text().rpartition(")")[2].split()[1])
+            except OSError:
+                continue
+    tree, grew = {root}, True
+    while grew:
+        below = {pid for pid, parent in parents.items() if parent in tree} - tree
+        tree |= below
+        grew = bool(below)
+    return sorted(tree)
+
+
 def read_pid(pid_file: Path) -> int | None:
     """The pid recorded in pid_file if that process still runs, else None."""
     try:
