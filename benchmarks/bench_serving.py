@@ -42,7 +42,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from flightline.processes import free_port, process_tree
+from flightline.processes import command_line, free_port, process_tree
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -125,13 +125,6 @@ def _summary(clients: int, rounds: list[dict[str, Any]]) -> dict[str, Any]:
     }
 
 
-def _cmdline(pid: int) -> str:
-    try:
-        return Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
-    except OSError:
-        return ""
-
-
 def _cpu_seconds(pids: list[int]) -> dict[int, float]:
     """User + system CPU of each process still running (Linux /proc)."""
     seconds = {}
@@ -157,7 +150,7 @@ def _serve_processes(head: int, app: str, deployment: str) -> Processes:
     def groups() -> dict[str, list[int]]:
         found: dict[str, list[int]] = {**{group: [] for group in titles}, "haproxy": []}
         for pid in process_tree(head):
-            command = _cmdline(pid)
+            command = command_line(pid)
             if command.split(" ")[0].endswith("/bin/haproxy"):
                 found["haproxy"].append(pid)
             for group, title in titles.items():

@@ -170,6 +170,14 @@ class FlightRouter:
         if problem:
             raise RuntimeError(problem)
 
+    async def __del__(self) -> None:
+        """Serve's graceful shutdown (scale-down, redeploy, removal), after the in-flight requests: writes the
+        prediction log rows still queued, which the replica's exit would otherwise lose."""
+        await self._runtime.close()
+        counters = self._runtime.status()["prediction_log"]
+        replica_log.info("prediction runtime closed (prediction log: %d rows written, %d dropped)",
+                         counters["written"], counters["dropped"])
+
 
 def build_app(args: dict[str, Any]) -> Application:
     """Router (+ champion and challenger deployments unless colocated, + RetrievalService when ``rag``)."""

@@ -78,6 +78,7 @@ def airflow_env(settings: Settings) -> dict[str, str]:
         "DO_NOT_TRACK": "1",
         "GX_ANALYTICS_ENABLED": "False",
         "MLFLOW_TRACKING_URI": settings.mlflow_url,
+        "MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR": "false",  # tqdm bars, a line per file, in every task log
         "NO_PROXY": "*",
     }
 

@@ -65,6 +65,15 @@ def process_tree(root: int) -> list[int]:
     return sorted(tree)
 
 
+def command_line(pid: int) -> str:
+    """A process's command line, arguments joined by spaces ("" once it is gone); Ray workers put their
+    actor's title here (``ray::ServeReplica:<app>:<deployment>``)."""
+    try:
+        return Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+    except OSError:
+        return ""
+
+
 def read_pid(pid_file: Path) -> int | None:
     """The pid recorded in pid_file if that process still runs, else None."""
     try:

@@ -33,9 +33,11 @@ import httpx
 from flightline.errors import ServiceError
 from flightline.processes import (
     already_running,
+    command_line,
     ensure_port_free,
     free_port,
     pid_alive,
+    process_tree,
     read_pid,
     spawn,
     stop_pid_file,
@@ -75,6 +77,15 @@ def head_pid(settings: Settings) -> int | None:
     return read_pid(_pid_file(settings))
 
 
+def replica_pids(settings: Settings, deployment: str, application: str = APPLICATION) -> list[int]:
+    """The processes of a deployment's replicas (running or stopping), found below the Ray head by their title
+    (``ray::ServeReplica:<app>:<deployment>``, with ``.<method>`` appended while Ray runs one of its tasks)."""
+    head = head_pid(settings)
+    title = f"ray::ServeReplica:{application}:{deployment}"
+    return [pid for pid in (process_tree(head) if head else [])
+            if (command := command_line(pid).rstrip()) == title or command.startswith(f"{title}.")]
+
+
 def dashboard_url(settings: Settings) -> str:
     return f"http://{settings.host}:{settings.ray_dashboard_port}"
 
@@ -101,6 +112,7 @@ def ray_env(settings: Settings) -> dict[str, str]:
         # a surge adds a replica in ~10-15 s instead of ~40 s
         "RAY_SERVE_REPLICA_AUTOSCALING_METRIC_PUSH_INTERVAL_S": "2",
         "RAY_SERVE_HANDLE_AUTOSCALING_METRIC_PUSH_INTERVAL_S": "2",
+        "MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR": "false",  # a model load wrote ~10 tqdm lines in the replica log
     }
     if settings.serve_throughput_optimized:
         env["RAY_SERVE_THROUGHPUT_OPTIMIZED"] = "1"
@@ -132,6 +144,10 @@ def _haproxy_env(settings: Settings) -> dict[str, str]:
         "RAY_SERVE_HAPROXY_SERVER_STATE_BASE": str(base),
         "RAY_SERVE_HAPROXY_SERVER_STATE_FILE": str(base / "server-state"),
         "RAY_SERVE_HAPROXY_METRICS_SOCKET_PATH": str(base / "metrics.sock"),
+        # a replica that dies mid-request (a crash, the OOM killer) closes its connections unanswered: HAProxy
+        # replays those requests on another replica (Serve's default retries failed connects only). Every
+        # route of the app is a read, so a replay is safe.
+        "RAY_SERVE_HAPROXY_RETRY_ON": "conn-failure empty-response",
     }
 
 
@@ -212,8 +228,9 @@ def start(settings: Settings) -> bool:
     return True
 
 
-def application_status(settings: Settings) -> dict[str, Any]:
-    """The platform's Serve application as ``serve status`` reports it ({} when the head does not answer)."""
+def application_status(settings: Settings, application: str = APPLICATION) -> dict[str, Any]:
+    """A Serve application (the platform's by default) as ``serve status`` reports it ({} when the head does
+    not answer or the application is not deployed)."""
     import yaml
 
     try:
@@ -226,7 +243,7 @@ def application_status(settings: Settings) -> dict[str, Any]:
     if result.returncode != 0:
         return {}
     applications = (yaml.safe_load(result.stdout) or {}).get("applications") or {}
-    return applications.get(APPLICATION) or {}
+    return applications.get(application) or {}
 
 
 def _dashboard_up(settings: Settings) -> bool:

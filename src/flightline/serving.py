@@ -21,6 +21,7 @@ Ray Serve deployments in ``ray_serve/`` only hold state and call these:
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import logging
 import queue
@@ -236,8 +237,9 @@ class PredictionLogger:
 
     def __init__(self, settings: Settings, *, max_queue: int = 20_000, flush_s: float = 0.2) -> None:
         self._settings = settings
-        self._queue: queue.Queue[dict[str, Any]] = queue.Queue(max_queue)
+        self._queue: queue.Queue[dict[str, Any] | None] = queue.Queue(max_queue)  # None: close() was called
         self._flush_s = flush_s
+        self._closed = False
         self.dropped = 0
         self.written = 0
         self._thread = threading.Thread(target=self._run, name="prediction-log", daemon=True)
@@ -248,10 +250,27 @@ class PredictionLogger:
         missing = self._REQUIRED.difference(row)
         if missing:  # here, not in the writer thread, where it would cost the whole batch
             raise ValueError(f"prediction log row lacks {sorted(missing)}")
+        if self._closed:
+            self.dropped += 1
+            return
         try:
             self._queue.put_nowait(row)
         except queue.Full:
             self.dropped += 1
+
+    def close(self, timeout_s: float = 5.0) -> bool:
+        """Write every queued row now and end the thread; True when it finished within ``timeout_s``.
+
+        The thread is a daemon, which the process's exit kills: without this, the rows of the requests
+        answered in the last flush interval before a replica stops (scale-down, redeploy) were lost.
+        Rows logged after this are dropped and counted.
+        """
+        if not self._closed:
+            self._closed = True
+            with contextlib.suppress(queue.Full):  # full: the thread is writing, and stops once it is empty
+                self._queue.put(None, timeout=timeout_s)
+        self._thread.join(timeout_s)
+        return not self._thread.is_alive()
 
     @property
     def alive(self) -> bool:
@@ -273,14 +292,20 @@ class PredictionLogger:
             sql.SQL(", ").join(map(sql.Identifier, self.COLUMNS))
         )
         conn = None
-        while True:
-            batch = [self._queue.get()]
-            time.sleep(self._flush_s)
+        while not (self._closed and self._queue.empty()):
+            first = self._queue.get()
+            if not self._closed:
+                time.sleep(self._flush_s)
+            batch = [] if first is None else [first]
             while len(batch) < 1000:
                 try:
-                    batch.append(self._queue.get_nowait())
+                    row = self._queue.get_nowait()
                 except queue.Empty:
                     break
+                if row is not None:
+                    batch.append(row)
+            if not batch:
+                continue
             try:
                 if conn is None or conn.closed:
                     conn = connect(self._settings, self._settings.warehouse_db, autocommit=True)
@@ -294,6 +319,8 @@ class PredictionLogger:
                 log.exception("could not write %d prediction log rows", len(batch))
                 self.dropped += len(batch)
                 conn = None
+        if conn is not None:
+            conn.close()
 
 
 # ---- models by alias -----------------------------------------------------------------------------

@@ -62,3 +62,30 @@ def test_batching_off_scores_each_request_alone_with_the_same_answers(serve_url:
         assert (batched.variant, batched.model_version) == (one.variant, one.model_version)
         assert batched.delay_probability == pytest.approx(one.delay_probability)
         assert batched.features == one.features
+
+
+def test_closing_writes_the_queued_log_rows_then_reports_the_writer_stopped(serve_url: str, platform: Settings) -> None:
+    """A replica's graceful shutdown closes its runtime (``FlightRouter.__del__``): the rows of the requests
+    answered just before are in the table when ``close`` returns, not lost with the process."""
+    from flightline.database import connect
+    from flightline.router_runtime import RouterRuntime
+    from flightline.schemas_serving import FlightIn
+
+    runtime = RouterRuntime(platform)
+    flights = [FlightIn.model_validate(flight(flight_number=700 + k)) for k in range(20)]
+
+    async def scenario() -> tuple[list[PredictionOut], str | None]:
+        await runtime.started()
+        answers = await asyncio.gather(*(runtime.predict_one(f) for f in flights))
+        healthy = runtime.health_problem()
+        await runtime.close()
+        return answers, healthy
+
+    answers, problem_while_serving = asyncio.run(scenario())
+    with connect(platform, platform.warehouse_db) as conn:  # no waiting: close() returned after the write
+        logged = conn.execute("select count(*) from serving.prediction_log where request_id = any(%s)",
+                              ([a.request_id for a in answers],)).fetchone()[0]
+    assert logged == len(flights)
+    assert problem_while_serving is None
+    assert runtime.health_problem() == "prediction log writer stopped"  # a closed runtime must not look healthy
+    assert runtime.status()["prediction_log"] == {"written": len(flights), "dropped": 0}
