@@ -42,9 +42,15 @@ def pytest_configure(config: pytest.Config) -> None:
 
 
 def pytest_unconfigure(config: pytest.Config) -> None:
-    """Remove the session's home (set FLIGHTLINE_KEEP_TEST_HOME=1 to keep its logs for a post-mortem)."""
+    """Remove the session's home (set FLIGHTLINE_KEEP_TEST_HOME=1 to keep its logs for a post-mortem).
+
+    Also stop reporting logging errors: at exit py4j's finalizers log through handlers whose streams
+    (pytest's captures) are closed, which printed a "Logging error" traceback under the summary.
+    """
+    import logging
     import shutil
 
+    logging.raiseExceptions = False
     if not os.environ.get("FLIGHTLINE_KEEP_TEST_HOME"):
         shutil.rmtree(os.environ["FLIGHTLINE_HOME"], ignore_errors=True)
 
