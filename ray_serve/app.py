@@ -2,7 +2,7 @@
 
     POST /v1/predict/flight-delay         one flight -> delay probability, model, version, variant, features
     POST /v1/predict/flight-delay/batch   many flights in one request
-    GET  /v1/serving/status               policy, breakers, model versions, prediction-log counters
+    GET  /v1/serving/status               this replica's policy, breakers, model versions, counters
     POST /v1/embeddings, /v1/rag/search   RetrievalService (ray_serve/rag.py), composed by handle
     GET  /healthz, /docs                  liveness and OpenAPI
 
@@ -127,15 +127,17 @@ class FlightRouter:
 
     @api.get("/v1/serving/status")
     async def serving_status(self) -> dict[str, Any]:
+        """This replica's view: breakers and counters are per replica, so it names itself."""
         await self._runtime.started()
-        here = serve.get_replica_context().deployment
+        context = serve.get_replica_context()
+        here = context.deployment
         models = {name: {**model.info(), "deployment": here} for name, model in self._runtime.models.items()}
         for name, handle in self._handles.items():
             try:
                 models[name] = await handle.info.remote()
             except Exception as exc:  # noqa: BLE001 - report, do not fail the status page
                 models[name] = {"error": str(exc)[:300]}
-        return {"models": models, **self._runtime.status()}
+        return {"replica": context.replica_id.unique_id, "models": models, **self._runtime.status()}
 
     @api.post("/v1/embeddings")
     async def embeddings(self, request: EmbeddingRequest) -> EmbeddingResponse:

@@ -32,16 +32,19 @@ def down() -> None:
 
 @serve_app.command()
 def status() -> None:
-    """The router's view: policy, model versions per alias, circuit breakers, prediction-log counters."""
+    """Serve's view (the application, each deployment's health and replicas by state) and one router
+    replica's: policy, model versions per alias, its circuit breakers and prediction-log counters."""
     import httpx
+
+    from flightline import serve_server
 
     settings = get_settings()
     try:
-        report = httpx.get(f"{settings.serve_url}/v1/serving/status", timeout=10).json()
+        router = httpx.get(f"{settings.serve_url}/v1/serving/status", timeout=10).json()
     except httpx.HTTPError as exc:
         typer.echo(f"serve is not answering at {settings.serve_url} ({exc}); run `flightline serve up`", err=True)
         raise typer.Exit(1) from exc
-    typer.echo(json.dumps(report, indent=2))
+    typer.echo(json.dumps({"application": serve_server.application_status(settings), "router": router}, indent=2))
 
 
 @serve_app.command()

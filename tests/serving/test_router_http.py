@@ -306,6 +306,29 @@ def test_serve_is_a_platform_component(platform: Settings) -> None:
     assert AS_OF.year == 2030  # the fixtures' made-up entities stay out of nycflights13's year
 
 
+def test_serve_status_cli_reports_the_replicas_and_the_replica_that_answered(
+    serve_url: str, platform: Settings, models: dict[str, str]
+) -> None:
+    """Breakers and counters are per replica, so the router's part names its replica, beside Serve's count."""
+    import json
+
+    from typer.testing import CliRunner
+
+    from flightline import serve_server
+    from flightline.cli import app
+
+    result = CliRunner().invoke(app, ["serve", "status"])
+    assert result.exit_code == 0, result.output
+    report = json.loads(result.output)
+    router = report["application"]["deployments"]["FlightRouter"]
+    assert report["application"]["status"] == "RUNNING"
+    assert router["status"] == "HEALTHY" and router["replica_states"]["RUNNING"] >= 1
+    logs = serve_server.temp_dir(platform) / "session_latest" / "logs" / "serve"
+    replicas = {path.stem.rsplit("_", 1)[1] for path in logs.glob("replica_flightline_FlightRouter_*.log")}
+    assert report["router"]["replica"] in replicas
+    assert report["router"]["models"]["champion"]["version"] == models["champion"]
+
+
 def test_traffic_cli_changes_policy_at_runtime(serve_url: str, platform: Settings) -> None:
     from typer.testing import CliRunner
 
