@@ -140,15 +140,17 @@ def _cpu_seconds(pids: list[int]) -> dict[int, float]:
 Processes = Callable[[], dict[str, list[int]]]
 
 
-def _serve_processes(head: int, app: str, deployment: str) -> Processes:
+def _serve_processes(settings: Any, head: int, app: str, deployment: str) -> Processes:
     """What a request to ``app`` costs in Ray: its ingress replicas, HAProxy and the HAProxyManager actor
     (it parses HAProxy's per-request metrics lines), or Serve's Python proxy (``serve_ingress: proxy``).
     Found below the platform's Ray head by process title, again before each round (autoscaling)."""
-    titles = {"replicas": f"ray::ServeReplica:{app}:{deployment}", "haproxy_manager": "ray::HAProxyManager",
-              "python_proxy": "ray::ProxyActor"}
+    from flightline import serve_server
+
+    titles = {"haproxy_manager": "ray::HAProxyManager", "python_proxy": "ray::ProxyActor"}
 
     def groups() -> dict[str, list[int]]:
-        found: dict[str, list[int]] = {**{group: [] for group in titles}, "haproxy": []}
+        found: dict[str, list[int]] = {"replicas": serve_server.replica_pids(settings, deployment, app),
+                                       **{group: [] for group in titles}, "haproxy": []}
         for pid in process_tree(head):
             command = command_line(pid)
             if command.split(" ")[0].endswith("/bin/haproxy"):
@@ -305,7 +307,7 @@ def _serve_floor(settings: Any, head: int, load: Callable[..., dict[str, Any]], 
         _wait_answering(serve_url, body, lambda: True, "the serve_floor application", timeout=240)
         _wait_answering(bare_url, body, lambda: process.poll() is None, "the bare serve_floor app", timeout=120)
         results = _measure({"bare_fastapi_1w": (bare_url, lambda: {"server": process_tree(process.pid)}),
-                            "ray_serve": (serve_url, _serve_processes(head, "serve_floor", "FloorRouter"))},
+                            "ray_serve": (serve_url, _serve_processes(settings, head, "serve_floor", "FloorRouter"))},
                            load, body, args.floor_clients, args)
     finally:
         process.terminate()
@@ -384,7 +386,7 @@ def main() -> None:
         targets: dict[str, tuple[str, Processes]] = {
             **{name: (url, lambda p=process: {"server": process_tree(p.pid)})
                for name, (process, url) in bares.items()},
-            "ray_serve": (serve_url, _serve_processes(head, serve_server.APPLICATION, "FlightRouter")),
+            "ray_serve": (serve_url, _serve_processes(settings, head, serve_server.APPLICATION, "FlightRouter")),
         }
         results = _measure(targets, load, body, args.clients, args)
         batched = None

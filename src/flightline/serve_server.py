@@ -86,6 +86,13 @@ def replica_pids(settings: Settings, deployment: str, application: str = APPLICA
             if (command := command_line(pid).rstrip()) == title or command.startswith(f"{title}.")]
 
 
+def replica_logs(settings: Settings, deployment: str, application: str = APPLICATION) -> list[Path]:
+    """The log files of a deployment's replicas in the running Ray session, one per replica ever started
+    (``replica_<app>_<deployment>_<replica id>.log``: Serve's lines and the access log)."""
+    logs = temp_dir(settings) / "session_latest" / "logs" / "serve"
+    return sorted(logs.glob(f"replica_{application}_{deployment}_*.log"))
+
+
 def dashboard_url(settings: Settings) -> str:
     return f"http://{settings.host}:{settings.ray_dashboard_port}"
 

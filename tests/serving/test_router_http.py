@@ -76,13 +76,13 @@ def test_access_log_line_is_written_when_the_request_is_answered(serve_url: str,
     request_id = f"access-log-{uuid.uuid4().hex}"
     response = httpx.post(f"{serve_url}{PREDICT}", json=flight(), headers={"x-request-id": request_id}, timeout=30)
     assert response.status_code == 200, response.text
-    logs = serve_server.temp_dir(platform) / "session_latest" / "logs" / "serve"
     deadline = time.monotonic() + 5
     while time.monotonic() < deadline:
-        if any(request_id in path.read_text() for path in logs.glob("replica_flightline_FlightRouter_*.log")):
+        if any(request_id in path.read_text() for path in serve_server.replica_logs(platform, "FlightRouter")):
             return
         time.sleep(0.2)
-    raise AssertionError(f"no access-log line for {request_id} under {logs} 5 s after the response")
+    raise AssertionError(f"no access-log line for {request_id} in {serve_server.replica_logs(platform, 'FlightRouter')}"
+                         " 5 s after the response")
 
 
 def test_router_replica_starts_its_runtime_before_it_takes_traffic(serve_url: str, platform: Settings) -> None:
@@ -90,9 +90,8 @@ def test_router_replica_starts_its_runtime_before_it_takes_traffic(serve_url: st
     routes requests to the replica, so a new replica's first requests do not wait for them."""
     from flightline import serve_server
 
-    logs = serve_server.temp_dir(platform) / "session_latest" / "logs" / "serve"
-    replicas = sorted(logs.glob("replica_flightline_FlightRouter_*.log"))
-    assert replicas, f"no router replica log under {logs}"
+    replicas = serve_server.replica_logs(platform, "FlightRouter")
+    assert replicas, f"no router replica log under {serve_server.temp_dir(platform)}"
     for path in replicas:
         lines = path.read_text().splitlines()
         started = [i for i, line in enumerate(lines) if "prediction runtime started in" in line]
@@ -323,8 +322,7 @@ def test_serve_status_cli_reports_the_replicas_and_the_replica_that_answered(
     router = report["application"]["deployments"]["FlightRouter"]
     assert report["application"]["status"] == "RUNNING"
     assert router["status"] == "HEALTHY" and router["replica_states"]["RUNNING"] >= 1
-    logs = serve_server.temp_dir(platform) / "session_latest" / "logs" / "serve"
-    replicas = {path.stem.rsplit("_", 1)[1] for path in logs.glob("replica_flightline_FlightRouter_*.log")}
+    replicas = {path.stem.rsplit("_", 1)[1] for path in serve_server.replica_logs(platform, "FlightRouter")}
     assert report["router"]["replica"] in replicas
     assert report["router"]["models"]["champion"]["version"] == models["champion"]
 

@@ -86,8 +86,7 @@ class Load:
 def _replica_logs(platform: Settings) -> dict[Path, str]:
     from flightline import serve_server
 
-    logs = serve_server.temp_dir(platform) / "session_latest" / "logs" / "serve"
-    return {path: path.read_text() for path in sorted(logs.glob(f"replica_{APP}_{ROUTER}_*.log"))}
+    return {path: path.read_text() for path in serve_server.replica_logs(platform, ROUTER, APP)}
 
 
 def _running(platform: Settings) -> int:
