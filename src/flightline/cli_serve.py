@@ -9,7 +9,9 @@ import typer
 from flightline.config import get_settings
 from flightline.errors import FlightlineError
 
-serve_app = typer.Typer(help="Online serving on Ray Serve: up, down, status and traffic policy.", no_args_is_help=True)
+serve_app = typer.Typer(
+    help="Online serving on Ray Serve: up, down, status, traffic policy and experiment reports.", no_args_is_help=True
+)
 
 
 @serve_app.command()
@@ -79,5 +81,20 @@ def traffic(
                           set_by=by or actor(), reason=why)
         typer.echo(json.dumps(serving.set_policy(settings, change).as_dict()))
     except (ValidationError, FlightlineError) as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(2) from exc
+
+
+@serve_app.command()
+def report(
+    experiment: str | None = typer.Option(None, help="the policies' experiment name (default: the current policy's)"),
+) -> None:
+    """Champion vs challenger under one experiment: each arm's requests, latency and, where flights'
+    outcomes are known, Brier score and log loss with the difference's 95 % interval; shadow pairs too."""
+    from flightline.experiments import experiment_report
+
+    try:
+        typer.echo(json.dumps(experiment_report(get_settings(), experiment), indent=2))
+    except FlightlineError as exc:
         typer.echo(f"error: {exc}", err=True)
         raise typer.Exit(2) from exc

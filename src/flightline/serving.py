@@ -71,7 +71,13 @@ create table if not exists serving.prediction_log (
     latency_ms double precision not null,
     policy_id bigint
 );
+-- added after the first release (this upgrades older tables): the variant the policy routed the request
+-- to, whoever answered it (null for shadow rows), and the key that routing hashed; experiment reports
+-- group by them
+alter table serving.prediction_log add column if not exists routed_variant text;
+alter table serving.prediction_log add column if not exists sticky_key text;
 create index if not exists prediction_log_logged_at on serving.prediction_log (logged_at);
+create index if not exists prediction_log_policy on serving.prediction_log (policy_id);
 """
 
 
@@ -230,9 +236,10 @@ class PredictionLogger:
 
     COLUMNS = (
         "request_id", "model_name", "variant", "model_version", "is_shadow", "fallback_reason", "request",
-        "features", "prediction", "latency_ms", "policy_id",
+        "features", "prediction", "latency_ms", "policy_id", "routed_variant", "sticky_key",
     )
-    _REQUIRED = frozenset(COLUMNS) - {"fallback_reason", "policy_id"}
+    _OPTIONAL = frozenset({"fallback_reason", "policy_id", "routed_variant", "sticky_key"})
+    _REQUIRED = frozenset(COLUMNS) - _OPTIONAL
     _YIELD_EVERY = 20
 
     def __init__(self, settings: Settings, *, max_queue: int = 20_000, flush_s: float = 0.2) -> None:
@@ -246,7 +253,7 @@ class PredictionLogger:
         self._thread.start()
 
     def log(self, row: dict[str, Any]) -> None:
-        """Queue a row (keys: COLUMNS; ``fallback_reason`` and ``policy_id`` may be left out)."""
+        """Queue a row (keys: COLUMNS; those in ``_OPTIONAL`` may be left out)."""
         missing = self._REQUIRED.difference(row)
         if missing:  # here, not in the writer thread, where it would cost the whole batch
             raise ValueError(f"prediction log row lacks {sorted(missing)}")
@@ -503,7 +510,8 @@ class Router:
         began = time.perf_counter()
         policy = self._policy()
         served = await self._read_features([f.to_request() for f in flights])
-        routed = [assign_variant(policy, f.sticky_key()) for f in flights]
+        keys = [f.sticky_key() for f in flights]
+        routed = [assign_variant(policy, key) for key in keys]
         groups: dict[str, list[int]] = {}
         for i, variant in enumerate(routed):
             groups.setdefault(variant, []).append(i)
@@ -552,7 +560,7 @@ class Router:
                     "model_version": version, "is_shadow": False, "fallback_reason": why,
                     "request": flight.model_dump(mode="json"), "features": feats, "prediction": probability,
                     "latency_ms": (finished - (received_at[i] if received_at else began)) * 1000,
-                    "policy_id": policy.id,
+                    "policy_id": policy.id, "routed_variant": routed[i], "sticky_key": keys[i],
                 }
             )
         if policy.shadow and CHALLENGER in self._scorers:
@@ -578,6 +586,6 @@ class Router:
                     "model_version": version, "is_shadow": True, "fallback_reason": error,
                     "request": flights[i].model_dump(mode="json"), "features": served[i].as_json(),
                     "prediction": probs[k] if probs is not None else None, "latency_ms": latency_ms,
-                    "policy_id": policy.id,
+                    "policy_id": policy.id, "sticky_key": flights[i].sticky_key(),
                 }
             )

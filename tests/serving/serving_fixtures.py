@@ -130,6 +130,39 @@ def wait_for_versions(url: str, want: dict[str, str], *, timeout: float = 60) ->
     raise AssertionError(f"router did not load {want} in {timeout} s: {status}")
 
 
+def set_policy(settings: Settings, **fields: Any) -> None:
+    """Set a traffic policy and wait past the router's poll interval."""
+    from flightline import serving
+    from flightline.schemas_serving import PolicyIn
+
+    serving.set_policy(settings, PolicyIn(set_by="tests", reason="serving test", **fields))
+    time.sleep(settings.serve_policy_poll_s * 2 + 0.5)
+
+
+def log_rows(settings: Settings, request_ids: list[str]) -> list[tuple[Any, ...]]:
+    """Prediction-log rows of the requests: (request_id, variant, model_version, is_shadow, prediction,
+    features, latency_ms, routed_variant, sticky_key), oldest first."""
+    from flightline.database import connect
+
+    with connect(settings, settings.warehouse_db) as conn:
+        return conn.execute(
+            "select request_id, variant, model_version, is_shadow, prediction, features, latency_ms, "
+            "routed_variant, sticky_key from serving.prediction_log where request_id = any(%s) order by id",
+            (request_ids,),
+        ).fetchall()
+
+
+def wait_for_log(settings: Settings, request_ids: list[str], count: int) -> list[tuple[Any, ...]]:
+    """The log rows of the requests once there are ``count`` (the writer flushes every 0.2 s)."""
+    deadline = time.monotonic() + 15
+    while time.monotonic() < deadline:
+        rows = log_rows(settings, request_ids)
+        if len(rows) >= count:
+            return rows
+        time.sleep(0.3)
+    raise AssertionError(f"expected {count} log rows for {request_ids}, got {log_rows(settings, request_ids)}")
+
+
 FLIGHT_ID = f"{CARRIER}101-{ORIGIN}-{DEST}-test"
 
 
@@ -142,7 +175,7 @@ def seed_flight(settings: Settings) -> None:
         conn.execute(
             "create table if not exists marts.flights (flight_id text, carrier_code text, flight_number int, "
             "tail_number text, origin_airport_code text, dest_airport_code text, route_code text, "
-            "scheduled_departure_at timestamptz, month int, is_delayed boolean)"
+            "scheduled_departure_at timestamptz, month int, is_delayed boolean, outcome_known_at timestamptz)"
         )
         conn.execute("delete from marts.flights where flight_id = %s", (FLIGHT_ID,))
         conn.execute(

@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any
 
 import httpx
 import pytest
-from serving_fixtures import AS_OF, DEPARTURE, flight, set_alias, wait_for_versions
+from serving_fixtures import AS_OF, DEPARTURE, flight, set_alias, set_policy, wait_for_log, wait_for_versions
 
 if TYPE_CHECKING:
     from flightline.config import Settings
@@ -23,36 +23,6 @@ if TYPE_CHECKING:
 pytestmark = pytest.mark.integration
 
 PREDICT = "/v1/predict/flight-delay"
-
-
-def _policy(settings: Settings, **fields: Any) -> None:
-    """Set a policy and wait past the router's poll interval."""
-    from flightline import serving
-    from flightline.schemas_serving import PolicyIn
-
-    serving.set_policy(settings, PolicyIn(set_by="tests", reason="serving test", **fields))
-    time.sleep(settings.serve_policy_poll_s * 2 + 0.5)
-
-
-def _log_rows(settings: Settings, request_ids: list[str]) -> list[tuple[Any, ...]]:
-    from flightline.database import connect
-
-    with connect(settings, settings.warehouse_db) as conn:
-        return conn.execute(
-            "select request_id, variant, model_version, is_shadow, prediction, features, latency_ms "
-            "from serving.prediction_log where request_id = any(%s) order by id",
-            (request_ids,),
-        ).fetchall()
-
-
-def _wait_log(settings: Settings, request_ids: list[str], count: int) -> list[tuple[Any, ...]]:
-    deadline = time.monotonic() + 15
-    while time.monotonic() < deadline:
-        rows = _log_rows(settings, request_ids)
-        if len(rows) >= count:
-            return rows
-        time.sleep(0.3)
-    raise AssertionError(f"expected {count} log rows for {request_ids}, got {_log_rows(settings, request_ids)}")
 
 
 def test_predicts_with_fetched_features_and_logs(serve_url: str, platform: Settings, models: dict[str, str]) -> None:
@@ -63,7 +33,7 @@ def test_predicts_with_fetched_features_and_logs(serve_url: str, platform: Setti
     assert body["model_name"] == platform.model_name and 0 < body["delay_probability"] < 1
     assert len(body["features"]["fetched"]) == 35 and not body["features"]["missing"]
     assert "departure_hour_local" in body["features"]["computed"]
-    rows = _wait_log(platform, [body["request_id"]], 1)
+    rows = wait_for_log(platform, [body["request_id"]], 1)
     assert rows[0][1] == "champion" and rows[0][4] == pytest.approx(body["delay_probability"])
     assert rows[0][5]["values"]["carrier_delay_rate_7d"] == pytest.approx(0.1) and rows[0][6] > 0
     assert httpx.get(f"{serve_url}/docs", timeout=10).status_code == 200
@@ -171,7 +141,7 @@ def test_canary_split_and_stickiness(serve_url: str, platform: Settings, models:
     from flightline.schemas_serving import FlightIn
     from flightline.serving import TrafficPolicy, assign_variant
 
-    _policy(platform, mode="canary", challenger_percent=30, experiment="canary-test")
+    set_policy(platform, mode="canary", challenger_percent=30, experiment="canary-test")
     flights = [flight(flight_number=n) for n in range(1, 501)]
     first = httpx.post(f"{serve_url}{PREDICT}/batch", json={"flights": flights}, timeout=60).json()["predictions"]
     variants = [p["variant"] for p in first]
@@ -185,13 +155,13 @@ def test_canary_split_and_stickiness(serve_url: str, platform: Settings, models:
     singles = [httpx.post(f"{serve_url}{PREDICT}", json=f, timeout=30).json()["variant"] for f in flights[:10]]
     assert singles == variants[:10]
     assert {p["model_version"] for p in first if p["variant"] == "challenger"} == {models["challenger"]}
-    _policy(platform, mode="champion")
+    set_policy(platform, mode="champion")
 
 
 def test_concurrent_single_requests_are_batched_each_answered_for_its_own_flight(
     serve_url: str, platform: Settings
 ) -> None:
-    _policy(platform, mode="ab", challenger_percent=50, experiment="batching-test")  # batches mix variants
+    set_policy(platform, mode="ab", challenger_percent=50, experiment="batching-test")  # batches mix variants
     flights = [
         flight(flight_number=300 + k, scheduled_departure=(DEPARTURE + dt.timedelta(minutes=20 * k)).isoformat())
         for k in range(16)
@@ -212,23 +182,23 @@ def test_concurrent_single_requests_are_batched_each_answered_for_its_own_flight
         )
     assert {a["variant"] for a in answers} == {"champion", "challenger"}
     assert len({a["request_id"] for a in answers}) == len(flights)
-    logged = _wait_log(platform, [a["request_id"] for a in answers], len(flights))
+    logged = wait_for_log(platform, [a["request_id"] for a in answers], len(flights))
     assert all(row[6] > 0 for row in logged)  # latency, the wait for the batch included
     batching = httpx.get(f"{serve_url}/v1/serving/status", timeout=30).json()["batching"]
     assert batching["largest_batch"] > 1, batching
-    _policy(platform, mode="champion")
+    set_policy(platform, mode="champion")
 
 
 def test_shadow_is_logged_never_returned(serve_url: str, platform: Settings, models: dict[str, str]) -> None:
-    _policy(platform, mode="champion", shadow=True)
+    set_policy(platform, mode="champion", shadow=True)
     bodies = [httpx.post(f"{serve_url}{PREDICT}", json=flight(flight_number=n), timeout=30).json() for n in (7, 8)]
     assert all(b["variant"] == "champion" for b in bodies)
     assert all("challenger" not in str(b) for b in bodies)
-    rows = _wait_log(platform, [b["request_id"] for b in bodies], 4)
+    rows = wait_for_log(platform, [b["request_id"] for b in bodies], 4)
     shadows = [r for r in rows if r[3]]
     assert len(shadows) == 2 and {r[1] for r in shadows} == {"challenger"}
     assert {r[2] for r in shadows} == {models["challenger"]} and all(0 < r[4] < 1 for r in shadows)
-    _policy(platform, mode="champion")
+    set_policy(platform, mode="champion")
 
 
 def test_alias_change_reaches_serving_without_dropping_requests(
@@ -260,7 +230,7 @@ def test_challenger_timeout_trips_breaker_and_champion_answers(
 ) -> None:
     set_alias(platform, "challenger", models["slow"])
     wait_for_versions(serve_url, {"challenger": models["slow"]}, timeout=60)
-    _policy(platform, mode="canary", challenger_percent=100)
+    set_policy(platform, mode="canary", challenger_percent=100)
     reasons = []
     for n in range(5):
         began = time.monotonic()
@@ -275,7 +245,7 @@ def test_challenger_timeout_trips_breaker_and_champion_answers(
     time.sleep(platform.serve_breaker_reset_s)  # half-open: the next call is a trial
     body = httpx.post(f"{serve_url}{PREDICT}", json=flight(), timeout=30).json()
     assert body["variant"] == "champion" and "failed" in body["fallback_reason"]
-    _policy(platform, mode="champion")
+    set_policy(platform, mode="champion")
     set_alias(platform, "challenger", models["challenger"])
     wait_for_versions(serve_url, {"challenger": models["challenger"]}, timeout=60)
 
@@ -391,7 +361,7 @@ def test_separate_model_deployments_answer_and_take_the_canary(
         assert body["variant"] == "champion" and body["model_version"] == models["champion"]
         assert body["fallback_reason"] is None and len(body["features"]["fetched"]) == 35
 
-        _policy(platform, mode="canary", challenger_percent=30, experiment="separate")
+        set_policy(platform, mode="canary", challenger_percent=30, experiment="separate")
         flights = [flight(flight_number=n) for n in range(1, 101)]
         out = httpx.post(f"{url}{PREDICT}/batch", json={"flights": flights}, timeout=60).json()["predictions"]
         variants = [p["variant"] for p in out]
@@ -405,7 +375,7 @@ def test_separate_model_deployments_answer_and_take_the_canary(
         assert after["champion"] - before["champion"] == 1 + variants.count("champion")
         assert after["challenger"] - before["challenger"] == variants.count("challenger")
     finally:
-        _policy(platform, mode="champion")
+        set_policy(platform, mode="champion")
         serve_server.deploy(platform)
     wait_until("separate app removal", lambda: answers("/separate/healthz") == 404, timeout=120,
                log=serve_server.log_path(platform))
