@@ -46,12 +46,13 @@ _OUTCOME = """left join (
        and f.dest_airport_code = l.request->>'destination'
        and f.scheduled_departure_at = (l.request->>'scheduled_departure')::timestamptz"""
 
-_LOGGED = """with logged as (
-    select l.*, {outcome} as outcome
+# the experiment's rows, read once into a temporary table that the queries below call ``logged``
+_LOGGED = """create temporary table logged on commit drop as
+    select l.request_id, l.is_shadow, l.variant, l.routed_variant, l.model_version, l.sticky_key, l.prediction,
+           l.latency_ms, l.logged_at, {outcome} as outcome
     from serving.prediction_log l
     {join}
-    where l.policy_id in (select id from serving.traffic_policy where experiment = %(experiment)s)
-)"""
+    where l.policy_id in (select id from serving.traffic_policy where experiment = %(experiment)s)"""
 
 _ARMS = """
 select routed_variant, count(*), count(distinct sticky_key),
@@ -73,7 +74,7 @@ _BRIER = "power({p} - outcome, 2)"
 _LOG_LOSS = "-(outcome * ln(greatest({p}, 1e-15)) + (1 - outcome) * ln(greatest(1 - {p}, 1e-15)))"
 
 _ARM_LOSSES = f"""
-, losses as (
+with losses as (
     select routed_variant as grp, sticky_key as key, outcome, {_BRIER.format(p="prediction")} as brier,
            {_LOG_LOSS.format(p="prediction")} as log_loss
     from logged
@@ -81,7 +82,7 @@ _ARM_LOSSES = f"""
 )"""
 
 _PAIRS = """
-, pairs as (
+with pairs as (
     select s.sticky_key as key, s.prediction as challenger, c.prediction as champion, c.outcome
     from logged s join logged c on c.request_id = s.request_id and not c.is_shadow and c.variant = 'champion'
     where s.is_shadow
@@ -181,12 +182,11 @@ def experiment_report(settings: Settings, experiment: str | None = None) -> dict
             known = [r[0] for r in conn.execute("select distinct experiment from serving.traffic_policy order by 1")]
             raise NotFoundError(f"no traffic policy has experiment {experiment!r}; known: {known}")
         has_outcomes = conn.execute("select to_regclass('marts.flights') is not null").fetchone()[0]
-        logged = _LOGGED.format(outcome="f.outcome" if has_outcomes else "null::int",
-                                join=_OUTCOME if has_outcomes else "")
-        args = {"experiment": experiment}
+        conn.execute(_LOGGED.format(outcome="f.outcome" if has_outcomes else "null::int",
+                                    join=_OUTCOME if has_outcomes else ""), {"experiment": experiment})
 
         def run(sql: str) -> list[tuple[Any, ...]]:
-            return conn.execute(logged + sql, args).fetchall()
+            return conn.execute(sql).fetchall()
 
         arms: dict[str, dict[str, Any]] = {}
         for arm, requests, keys, other, fallback, mean_p, p50, p99, first, last in run(_ARMS):
