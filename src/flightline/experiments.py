@@ -121,23 +121,19 @@ group by t.grp, t.n, t.keys, t.rate, t.brier, t.log_loss"""
 
 @dataclass(frozen=True)
 class Estimate:
-    """A mean with the variance of that mean (clustered by key) and what it was computed from."""
+    """A mean loss with the variance of that mean, clustered by sticky key."""
 
     mean: float
     variance: float
-    n: int
-    keys: int
 
     @classmethod
-    def clustered(cls, mean: float, raw_variance: float, n: int, keys: int) -> Estimate:
+    def clustered(cls, mean: float, raw_variance: float, keys: int) -> Estimate:
         """CR1: the summed-residual variance scaled by keys / (keys - 1); one key gives no interval."""
-        variance = raw_variance * keys / (keys - 1) if keys > 1 else math.inf
-        return cls(float(mean), float(variance), int(n), int(keys))
+        return cls(float(mean), float(raw_variance) * keys / (keys - 1) if keys > 1 else math.inf)
 
     def minus(self, other: Estimate) -> Estimate:
         """Difference of two independent arms' means."""
-        return Estimate(self.mean - other.mean, self.variance + other.variance, min(self.n, other.n),
-                        min(self.keys, other.keys))
+        return Estimate(self.mean - other.mean, self.variance + other.variance)
 
     def interval(self) -> list[float]:
         half = Z95 * math.sqrt(self.variance)
@@ -212,12 +208,18 @@ def experiment_report(settings: Settings, experiment: str | None = None) -> dict
             "arms": arms,
             "requests_without_arm": run(_UNASSIGNED)[0][0],
         }
-        if CHAMPION in losses and CHALLENGER in losses:
-            enough = min(losses[CHAMPION][0], losses[CHALLENGER][0]) >= MIN_OUTCOMES
-            champion, challenger = losses[CHAMPION][2], losses[CHALLENGER][2]
-            report["challenger_minus_champion"] = _compare(
-                {loss: challenger[loss].minus(champion[loss]) for loss in LOSSES}, enough=enough
-            )
+        if CHAMPION in arms and CHALLENGER in arms:
+            if CHAMPION in losses and CHALLENGER in losses:
+                enough = min(losses[CHAMPION][0], losses[CHALLENGER][0]) >= MIN_OUTCOMES
+                champion, challenger = losses[CHAMPION][2], losses[CHALLENGER][2]
+                report["challenger_minus_champion"] = _compare(
+                    {loss: challenger[loss].minus(champion[loss]) for loss in LOSSES}, enough=enough
+                )
+            else:  # an arm without one known outcome: nothing to compare yet, said so
+                report["challenger_minus_champion"] = {
+                    loss: {"difference": None, "ci95": None, "verdict": verdict(Estimate(0, 0), enough=False)}
+                    for loss in LOSSES
+                }
         pairs, failed, mean_abs, p95_abs, max_abs = run(_SHADOW)[0]
         if pairs or failed:
             shadow: dict[str, Any] = {"pairs": pairs, "challenger_failed": failed, "abs_difference": {
@@ -235,8 +237,8 @@ def _losses(rows: list[tuple[Any, ...]]) -> dict[str, tuple[int, float, dict[str
     """Rows of ``_CLUSTERED`` -> {group: (known outcomes, delay rate, {loss: estimate})}."""
     return {
         grp: (n, rate, {
-            "brier": Estimate.clustered(brier, brier_var, n, keys),
-            "log_loss": Estimate.clustered(log_loss, log_loss_var, n, keys),
+            "brier": Estimate.clustered(brier, brier_var, keys),
+            "log_loss": Estimate.clustered(log_loss, log_loss_var, keys),
         })
         for grp, n, keys, rate, brier, brier_var, log_loss, log_loss_var in rows
     }

@@ -148,6 +148,26 @@ def test_ab_report_scores_each_arm_against_outcomes_and_pairs_the_shadow(
     assert report["shadow"]["outcomes_known"] == len(paired)
 
 
+def test_report_before_any_outcome_is_known_gives_no_verdict(serve_url: str, platform: Settings) -> None:
+    from flightline.experiments import experiment_report
+
+    experiment = f"fresh-{uuid.uuid4().hex[:8]}"
+    set_policy(platform, mode="ab", challenger_percent=50, experiment=experiment)
+    bodies = [flight(flight_number=n) for n in range(8000, 8040)]  # not in marts.flights: departing later
+    answers = httpx.post(f"{serve_url}{PREDICT}/batch", json={"flights": bodies}, timeout=60).json()["predictions"]
+    set_policy(platform, mode="champion")
+    wait_for_log(platform, [a["request_id"] for a in answers], len(answers))
+    report = experiment_report(platform, experiment)
+    assert {arm: got["requests"] for arm, got in report["arms"].items()} == {
+        v: sum(a["variant"] == v for a in answers) for v in ("champion", "challenger")
+    }
+    assert all(got["outcomes"] == {"known": 0} for got in report["arms"].values())
+    assert {c["verdict"] for c in report["challenger_minus_champion"].values()} == {
+        "too few known outcomes (need 30 per arm)"
+    }
+    assert "shadow" not in report
+
+
 def test_report_names_an_unknown_experiment_and_the_known_ones(serve_url: str, platform: Settings) -> None:
     from typer.testing import CliRunner
 

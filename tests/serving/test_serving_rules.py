@@ -127,13 +127,13 @@ def test_alias_follower_stops_when_asked() -> None:
 def test_experiment_verdict_needs_the_whole_interval_on_one_side() -> None:
     from flightline.experiments import MIN_OUTCOMES, Estimate, verdict
 
-    better = Estimate(mean=-0.02, variance=0.005**2, n=500, keys=400)
+    better = Estimate(mean=-0.02, variance=0.005**2)
     assert better.interval() == pytest.approx([-0.0298, -0.0102], abs=1e-4)
     assert verdict(better, enough=True) == "challenger better"
-    assert verdict(Estimate(0.02, 0.005**2, 500, 400), enough=True) == "champion better"
-    assert verdict(Estimate(-0.02, 0.011**2, 500, 400), enough=True) == "no significant difference"
+    assert verdict(Estimate(0.02, 0.005**2), enough=True) == "champion better"
+    assert verdict(Estimate(-0.02, 0.011**2), enough=True) == "no significant difference"
     assert verdict(better, enough=False) == f"too few known outcomes (need {MIN_OUTCOMES} per arm)"
-    one_key = Estimate.clustered(mean=0.1, raw_variance=0.0, n=50, keys=1)  # one cluster: no interval at all
+    one_key = Estimate.clustered(mean=0.1, raw_variance=0.0, keys=1)  # one cluster: no interval at all
     assert one_key.interval() == [-float("inf"), float("inf")]
     assert verdict(one_key.minus(better), enough=True) == "no significant difference"
-    assert Estimate.clustered(0.1, 0.001, n=50, keys=5).variance == pytest.approx(0.001 * 5 / 4)
+    assert Estimate.clustered(0.1, 0.001, keys=5).variance == pytest.approx(0.001 * 5 / 4)
