@@ -24,7 +24,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from flightline.errors import NotFoundError
-from flightline.serving import CHALLENGER, CHAMPION, ensure_tables
+from flightline.serving import CHALLENGER, CHAMPION, current_policy, ensure_tables, experiment_policies
 
 if TYPE_CHECKING:
     from flightline.config import Settings
@@ -164,16 +164,12 @@ def _compare(difference: dict[str, Estimate], *, enough: bool) -> dict[str, Any]
 
 def experiment_report(settings: Settings, experiment: str | None = None) -> dict[str, Any]:
     """The report for ``experiment`` (default: the current policy's); NotFoundError for an unknown name."""
-    from flightline import serving
     from flightline.database import connect
 
     ensure_tables(settings)
-    experiment = experiment or serving.current_policy(settings).experiment
+    experiment = experiment or current_policy(settings).experiment
     with connect(settings, settings.warehouse_db) as conn:
-        policies = conn.execute(
-            "select id, mode, challenger_percent, shadow, set_by, reason, set_at from serving.traffic_policy "
-            "where experiment = %s order by id", (experiment,)
-        ).fetchall()
+        policies = experiment_policies(conn, experiment)
         if not policies:
             known = [r[0] for r in conn.execute("select distinct experiment from serving.traffic_policy order by 1")]
             raise NotFoundError(f"no traffic policy has experiment {experiment!r}; known: {known}")
@@ -200,10 +196,7 @@ def experiment_report(settings: Settings, experiment: str | None = None) -> dict
                                      **{loss: est.as_dict() for loss, est in estimates.items()}}
         report: dict[str, Any] = {
             "experiment": experiment,
-            "policies": [
-                {"id": r[0], "mode": r[1], "challenger_percent": r[2], "shadow": r[3], "set_by": r[4],
-                 "reason": r[5], "set_at": r[6].isoformat()} for r in policies
-            ],
+            "policies": [policy.as_dict() for policy in policies],
             "outcomes_from": "marts.flights" if has_outcomes else None,
             "arms": arms,
             "requests_without_arm": run(_UNASSIGNED)[0][0],

@@ -146,10 +146,10 @@ def set_policy(settings: Settings, change: PolicyIn) -> TrafficPolicy:
     return current_policy(settings)
 
 
-_POLICY_SQL = (
-    "select id, mode, challenger_percent, shadow, experiment, set_by, reason, set_at "
-    "from serving.traffic_policy order by id desc limit %s"
+_POLICY_SELECT = (
+    "select id, mode, challenger_percent, shadow, experiment, set_by, reason, set_at from serving.traffic_policy"
 )
+_POLICY_SQL = f"{_POLICY_SELECT} order by id desc limit %s"
 
 
 def _policy(row: tuple[Any, ...]) -> TrafficPolicy:
@@ -170,6 +170,11 @@ def policy_history(settings: Settings, *, limit: int = 20) -> list[TrafficPolicy
     ensure_tables(settings)
     with connect(settings, settings.warehouse_db) as conn:
         return [_policy(row) for row in conn.execute(_POLICY_SQL, (limit,)).fetchall()]
+
+
+def experiment_policies(conn: Any, experiment: str) -> list[TrafficPolicy]:
+    """Every policy change made under an experiment name, oldest first (a canary ramp keeps its name)."""
+    return [_policy(row) for row in conn.execute(f"{_POLICY_SELECT} where experiment = %s order by id", (experiment,))]
 
 
 async def read_policy_async(conn: Any) -> TrafficPolicy:
@@ -566,13 +571,13 @@ class Router:
         if policy.shadow and CHALLENGER in self._scorers:
             shadowed = [i for i, p in enumerate(out) if p.variant != CHALLENGER]
             if shadowed:
-                task = asyncio.create_task(self._shadow(flights, served, out, shadowed, policy))
+                task = asyncio.create_task(self._shadow(flights, keys, served, out, shadowed, policy))
                 self._background.add(task)
                 task.add_done_callback(self._background.discard)
         return out
 
     async def _shadow(
-        self, flights: list[FlightIn], served: list[ServedFeatures], out: list[PredictionOut],
+        self, flights: list[FlightIn], keys: list[str], served: list[ServedFeatures], out: list[PredictionOut],
         idx: list[int], policy: TrafficPolicy,
     ) -> None:
         """Score with the challenger off the response path; log, never return."""
@@ -586,6 +591,6 @@ class Router:
                     "model_version": version, "is_shadow": True, "fallback_reason": error,
                     "request": flights[i].model_dump(mode="json"), "features": served[i].as_json(),
                     "prediction": probs[k] if probs is not None else None, "latency_ms": latency_ms,
-                    "policy_id": policy.id, "sticky_key": flights[i].sticky_key(),
+                    "policy_id": policy.id, "sticky_key": keys[i],
                 }
             )
