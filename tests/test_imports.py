@@ -32,3 +32,12 @@ def test_flightline_modules_import_no_heavy_library(module: str) -> None:
 def test_dag_files_import_no_heavy_library_at_parse_time(dag_file: str) -> None:
     code = f"import runpy; runpy.run_path({str(PROJECT_DIR / 'dags' / dag_file)!r}, run_name='dag_parse')"
     assert _loaded_heavy_modules(code) == []
+
+
+def test_feast_imports_without_torch_for_serving_and_torch_stays_importable() -> None:
+    """Feast alone loads torch (the reason for the helper: if this changes, the helper can go)."""
+    assert "torch" in _loaded_heavy_modules("import feast")
+    code = "from flightline.feature_store import import_feast_without_torch\nimport_feast_without_torch()"
+    loaded = _loaded_heavy_modules(code)
+    assert "feast" in loaded and "torch" not in loaded
+    assert "torch" in _loaded_heavy_modules(f"{code}\nimport torch")

@@ -70,6 +70,18 @@ def test_router_replica_starts_its_runtime_before_it_takes_traffic(serve_url: st
         assert started[0] < initialized[0], f"{path.name}: the runtime started after Serve took the replica in"
 
 
+def test_router_replica_does_not_load_torch(serve_url: str, platform: Settings) -> None:
+    """Feast imports torch when it can (~180 MB and ~2 s per replica); the router uses Feast, never torch."""
+    from flightline import serve_server
+
+    answered = httpx.post(f"{serve_url}{PREDICT}", json=flight(), timeout=30)
+    assert answered.status_code == 200 and answered.json()["features"]["fetched"], answered.text  # Feast was used
+    pids = serve_server.replica_pids(platform, "FlightRouter")
+    assert pids, "no router replica process below the Ray head"
+    for pid in pids:
+        assert "libtorch" not in Path(f"/proc/{pid}/maps").read_text(), f"router replica {pid} has torch loaded"
+
+
 def test_online_prediction_equals_offline_prediction(serve_url: str, platform: Settings) -> None:
     """Same flight, same moment: Feast's point-in-time offline features through the champion give the
     same probability as the router's online path."""
