@@ -23,9 +23,7 @@ from ray import serve
 class FlightDelayModel:
     def __init__(self) -> None:
         from flightline.config import get_settings
-        from flightline.feature_store import import_feast_without_torch
 
-        import_feast_without_torch()  # MLflow's plugins import Feast when the model loads
         self._settings = get_settings()
         self._model: Any = None
         self._poller: threading.Thread | None = None

@@ -32,12 +32,13 @@ ENTITY_META_COLUMNS = ("flight_id", "scheduled_departure_at", "event_timestamp",
 
 
 def import_feast_without_torch() -> None:
-    """Import Feast with torch hidden, for processes that never ask Feast for tensors (serving).
+    """Import Feast with torch hidden: the platform never asks Feast for tensors.
 
-    ``feast.torch_wrapper`` imports torch when it is installed (it is, for the embeddings), and a router
-    replica imports Feast even before it reads a definition: MLflow's request-header plugins load
-    Feast's entry point. Hidden, a replica starts ~2 s sooner and holds ~180 MB less; only Feast's
-    ``to_tensor`` then fails, with Feast's own error. torch itself stays importable afterwards.
+    ``feast.torch_wrapper`` imports torch whenever it is installed (it is, for the embeddings), and every
+    process that talks to MLflow imports Feast too: MLflow's request-header plugins load Feast's entry
+    point. So :func:`get_store` and :func:`flightline.registry.client` call this first. A router replica
+    then starts ~2 s sooner and holds ~180 MB less, and so does each DAG task that uses Feast or MLflow.
+    Only Feast's ``to_tensor`` fails, with Feast's own error; torch itself stays importable afterwards.
     """
     if "feast" in sys.modules or "torch" in sys.modules:
         return
@@ -55,6 +56,7 @@ def config_values(settings: Settings) -> dict[str, str]:
 
 def get_store(settings: Settings) -> FeatureStore:
     """A FeatureStore on ``settings.feature_repo_dir`` with connections from the settings."""
+    import_feast_without_torch()
     import yaml
     from feast import FeatureStore
     from feast.repo_config import RepoConfig
@@ -75,9 +77,9 @@ def apply(settings: Settings) -> dict[str, list[str]]:
     Returns:
         The registered feature views and feature services.
     """
+    store = get_store(settings)
     from feast.repo_operations import apply_total
 
-    store = get_store(settings)
     cwd, repo = os.getcwd(), str(settings.feature_repo_dir)
     sys.path.insert(0, repo)
     try:  # apply_total chdirs into the repo and imports its files as top-level modules

@@ -85,11 +85,11 @@ def _json_float(value: float) -> float | None:
 
 def view_specs(settings: Settings) -> list[ViewSpec]:
     """The stored feature views of the model, read from the Feast registry (run ``feast apply`` first)."""
-    from feast.infra.online_stores.helpers import compute_table_id
-
     from flightline.feature_store import get_store
 
     store = get_store(settings)
+    from feast.infra.online_stores.helpers import compute_table_id
+
     versioning = bool(getattr(store.config.registry, "enable_online_feature_view_versioning", False))
     specs = []
     for name, names in F.FEATURE_VIEWS.items():

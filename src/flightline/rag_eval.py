@@ -203,8 +203,9 @@ def log_to_mlflow(
     """Record one run (ingestion and/or evaluation) on the MLflow server; returns its run id."""
     import mlflow
 
-    client_uri = settings.mlflow_url
-    mlflow.set_tracking_uri(client_uri)
+    from flightline import registry
+
+    registry.client(settings)
     mlflow.set_experiment(experiment)
     with mlflow.start_run(run_name=run_name, tags=dict(tags or {})) as run:
         mlflow.log_params({key: str(value) for key, value in params.items()})

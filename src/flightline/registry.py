@@ -15,6 +15,7 @@ import os
 from typing import TYPE_CHECKING, Any
 
 from flightline.errors import FlightlineError, NotFoundError
+from flightline.feature_store import import_feast_without_torch
 
 if TYPE_CHECKING:
     from mlflow import MlflowClient
@@ -35,6 +36,8 @@ def actor() -> str:
 
 
 def client(settings: Settings) -> MlflowClient:
+    """A client of the platform's server, also set as MLflow's default tracking and registry URI."""
+    import_feast_without_torch()  # MLflow's first request would import Feast, and Feast torch
     import mlflow
 
     mlflow.set_tracking_uri(settings.mlflow_url)

@@ -23,7 +23,6 @@ from typing import TYPE_CHECKING, Any
 
 from flightline import serving
 from flightline.errors import FlightlineConfigError
-from flightline.feature_store import import_feast_without_torch
 
 if TYPE_CHECKING:
     from flightline.config import Settings
@@ -42,7 +41,6 @@ class RouterRuntime:
 
     def __init__(self, settings: Settings, *, remote_scorers: dict[str, serving.Scorer] | None = None) -> None:
         """``remote_scorers``: alias -> scorer of a model served elsewhere; None loads both aliases here."""
-        import_feast_without_torch()  # before MLflow, whose plugins import Feast
         serving.ensure_tables(settings)
         self.settings = settings
         self.models: dict[str, serving.AliasedModel] = {}

@@ -203,11 +203,11 @@ def train(
     import mlflow
     import pandas as pd
 
-    from flightline import evaluation
+    from flightline import evaluation, registry
 
     params = {**DEFAULT_HYPERPARAMETERS, **{k: v for k, v in (hyperparameters or {}).items() if v is not None}}
     digest = training_sets["train"]["digest"]
-    mlflow.set_tracking_uri(settings.mlflow_url)
+    registry.client(settings)
     experiment = mlflow.set_experiment(EXPERIMENT)
     previous = mlflow.search_runs(
         [experiment.experiment_id],
@@ -310,7 +310,7 @@ def evaluate(settings: Settings, run_id: str, training_sets: dict[str, Any]) -> 
 
     from flightline import evaluation, registry
 
-    mlflow.set_tracking_uri(settings.mlflow_url)
+    registry.client(settings)
     frame = pd.read_parquet(training_sets["eval"]["path"])
     X, y = frame[F.FEATURE_NAMES], frame[F.LABEL].astype(int).to_numpy()
     run = mlflow.get_run(run_id)
