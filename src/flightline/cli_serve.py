@@ -57,10 +57,16 @@ def traffic(
     experiment: str = typer.Option("default", help="salt of the sticky hash: a new name reshuffles users"),
     by: str | None = typer.Option(None, "--by", help="who (default: FLIGHTLINE_ACTOR or the OS user)"),
     why: str | None = typer.Option(None, "--why", help="reason, recorded with the change"),
+    rollback_above: float | None = typer.Option(
+        None, "--rollback-above", help="guard: back to the champion alone once more than this percent of the "
+        "requests routed to the challenger fail (canary, ab)",
+    ),
+    rollback_after: int = typer.Option(50, "--rollback-after", help="guard: requests routed to the challenger "
+                                       "(in one router replica) before it judges"),
 ) -> None:
     """Show or set the traffic policy; the router applies it within a second, no redeploy.
 
-    Examples: `flightline serve traffic canary -p 10 --why "v7 canary"`,
+    Examples: `flightline serve traffic canary -p 10 --rollback-above 5 --why "v7 canary"`,
     `flightline serve traffic champion --shadow --why "shadow v7"`.
     """
     from pydantic import ValidationError
@@ -78,7 +84,8 @@ def traffic(
         raise typer.BadParameter("say why the policy changes: --why TEXT", param_hint="--why")
     try:
         change = PolicyIn(mode=mode, challenger_percent=percent, shadow=shadow, experiment=experiment,  # type: ignore[arg-type]
-                          set_by=by or actor(), reason=why)
+                          set_by=by or actor(), reason=why, rollback_failure_percent=rollback_above,
+                          rollback_min_requests=rollback_after)
         typer.echo(json.dumps(serving.set_policy(settings, change).as_dict()))
     except (ValidationError, FlightlineError) as exc:
         typer.echo(f"error: {exc}", err=True)

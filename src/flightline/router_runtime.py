@@ -124,7 +124,8 @@ class RouterRuntime:
         self._poller = asyncio.create_task(self._poll())
 
     async def _poll(self) -> None:
-        """Keep the traffic policy and the Feast view definitions current (no redeploy needed)."""
+        """Keep the traffic policy and the Feast view definitions current (no redeploy needed), and apply
+        the policy's rollback guard."""
         while True:
             await asyncio.sleep(self.settings.serve_policy_poll_s)
             await self._poll_once()
@@ -143,6 +144,11 @@ class RouterRuntime:
                     self.settings.postgres_dsn(self.settings.warehouse_db), autocommit=True
                 )
             self.policy = await serving.read_policy_async(self._policy_conn)
+            reason = serving.rollback_reason(self.policy, self.router.tally)
+            if reason is not None:
+                if await serving.roll_back_async(self._policy_conn, self.policy, reason):
+                    log.warning("rolled back to the champion: %s", reason)
+                self.policy = await serving.read_policy_async(self._policy_conn)
         except Exception as exc:  # noqa: BLE001 - keep the last good state; report it in status
             if self.reader is None:
                 self.reader_error = f"{type(exc).__name__}: {exc}"[:500]
@@ -167,6 +173,7 @@ class RouterRuntime:
         return {
             "policy": self.policy.as_dict(),
             "breakers": {name: b.as_dict() for name, b in self.router.breakers.items()},
+            "challenger_tally": self.router.tally.as_dict(),
             "features": {"ready": self.reader is not None, "error": self.reader_error},
             "prediction_log": {"written": self.logger.written, "dropped": self.logger.dropped},
             "batching": self.batcher.as_dict(),

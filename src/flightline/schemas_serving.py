@@ -89,6 +89,14 @@ class PolicyIn(BaseModel):
     experiment: str = Field(default="default", min_length=1, max_length=100, description="salt of the sticky hash")
     set_by: str = Field(min_length=1, max_length=100)
     reason: str = Field(min_length=1, max_length=2000)
+    rollback_failure_percent: float | None = Field(
+        default=None, ge=0, le=100,
+        description="roll back to the champion alone once more than this percent of the requests routed to the "
+        "challenger failed (error, timeout, open circuit) in a router replica; none: no guard",
+    )
+    rollback_min_requests: int = Field(
+        default=50, ge=1, le=1_000_000, description="requests routed to the challenger before the guard judges"
+    )
 
     def as_record(self) -> dict[str, Any]:
         return self.model_dump()

@@ -9,6 +9,8 @@ Ray Serve deployments in ``ray_serve/`` only hold state and call these:
   one flight (or user) always sees the same variant for a given experiment.
 - :class:`CircuitBreaker` opens after consecutive failures or timeouts and lets one trial call through
   after ``reset_after_s``.
+- A policy may carry a rollback guard: :func:`rollback_reason` checks the challenger's failures in this
+  process (:class:`ChallengerTally`) and :func:`roll_back_async` records the champion-only policy.
 - :class:`Router` scores a batch: features once, rows grouped by variant, challenger failures
   re-scored by the champion, champion failures answered with the documented fallback probability,
   shadow scoring in the background (logged, never returned).
@@ -75,6 +77,12 @@ create table if not exists serving.prediction_log (
 -- to, whoever answered it (null for shadow rows), and the key that routing hashed; experiment reports
 -- group by them
 alter table serving.prediction_log add column if not exists routed_variant text;
+-- a policy's rollback guard (null: none): back to the champion alone once more than this percent of the
+-- requests routed to the challenger failed, counted from rollback_min_requests of them
+alter table serving.traffic_policy add column if not exists rollback_failure_percent double precision
+    check (rollback_failure_percent between 0 and 100);
+alter table serving.traffic_policy add column if not exists rollback_min_requests integer
+    check (rollback_min_requests >= 1);
 alter table serving.prediction_log add column if not exists sticky_key text;
 create index if not exists prediction_log_logged_at on serving.prediction_log (logged_at);
 create index if not exists prediction_log_policy on serving.prediction_log (policy_id);
@@ -106,6 +114,8 @@ class TrafficPolicy:
     reason: str = "no policy set"
     set_at: str | None = None
     id: int | None = None
+    rollback_failure_percent: float | None = None
+    rollback_min_requests: int | None = None
 
     def as_dict(self) -> dict[str, Any]:
         return dict(self.__dict__)
@@ -127,6 +137,10 @@ def assign_variant(policy: TrafficPolicy, key: str) -> str:
     return CHALLENGER if bucket(key, policy.experiment) < policy.challenger_percent * BUCKETS / 100 else CHAMPION
 
 
+_POLICY_LOCK = "select pg_advisory_xact_lock(hashtext('flightline.serving.policy'))"
+"""Taken by every policy insert, so a guard's check of the latest policy and its rollback are one step."""
+
+
 def set_policy(settings: Settings, change: PolicyIn) -> TrafficPolicy:
     """Record a policy change (the router picks it up within ``serve_policy_poll_s``)."""
     from flightline.database import connect
@@ -136,18 +150,28 @@ def set_policy(settings: Settings, change: PolicyIn) -> TrafficPolicy:
         raise FlightlineConfigError(
             "mode 'champion' sends no traffic to the challenger; use canary or ab with a percent"
         )
+    if change.rollback_failure_percent is not None and not change.challenger_percent:
+        raise FlightlineConfigError(
+            "a rollback guard watches the requests routed to the challenger, and this policy routes none"
+        )
     ensure_tables(settings)
-    with connect(settings, settings.warehouse_db, autocommit=True) as conn:
+    record = change.as_record()
+    if record["rollback_failure_percent"] is None:
+        record["rollback_min_requests"] = None
+    with connect(settings, settings.warehouse_db, autocommit=True) as conn, conn.transaction():
+        conn.execute(_POLICY_LOCK)  # a guard's rollback then never lands after, and over, this change
         conn.execute(
-            "insert into serving.traffic_policy (mode, challenger_percent, shadow, experiment, set_by, reason) "
-            "values (%(mode)s, %(challenger_percent)s, %(shadow)s, %(experiment)s, %(set_by)s, %(reason)s)",
-            change.as_record(),
+            "insert into serving.traffic_policy (mode, challenger_percent, shadow, experiment, set_by, reason, "
+            "rollback_failure_percent, rollback_min_requests) values (%(mode)s, %(challenger_percent)s, %(shadow)s, "
+            "%(experiment)s, %(set_by)s, %(reason)s, %(rollback_failure_percent)s, %(rollback_min_requests)s)",
+            record,
         )
     return current_policy(settings)
 
 
 _POLICY_SELECT = (
-    "select id, mode, challenger_percent, shadow, experiment, set_by, reason, set_at from serving.traffic_policy"
+    "select id, mode, challenger_percent, shadow, experiment, set_by, reason, set_at, rollback_failure_percent, "
+    "rollback_min_requests from serving.traffic_policy"
 )
 _POLICY_SQL = f"{_POLICY_SELECT} order by id desc limit %s"
 
@@ -155,7 +179,8 @@ _POLICY_SQL = f"{_POLICY_SELECT} order by id desc limit %s"
 def _policy(row: tuple[Any, ...]) -> TrafficPolicy:
     return TrafficPolicy(
         id=row[0], mode=row[1], challenger_percent=row[2], shadow=row[3], experiment=row[4],
-        set_by=row[5], reason=row[6], set_at=row[7].isoformat(),
+        set_by=row[5], reason=row[6], set_at=row[7].isoformat(), rollback_failure_percent=row[8],
+        rollback_min_requests=row[9],
     )
 
 
@@ -181,6 +206,60 @@ async def read_policy_async(conn: Any) -> TrafficPolicy:
     cursor = await conn.execute(_POLICY_SQL, (1,))
     row = await cursor.fetchone()
     return _policy(row) if row else DEFAULT_POLICY
+
+
+# ---- rollback guard ------------------------------------------------------------------------------
+GUARD_ACTOR = "flightline rollback guard"
+
+
+@dataclass
+class ChallengerTally:
+    """Requests the current policy routed to the challenger in this process, and how many it failed
+    (an error, a timeout or an open circuit: the champion answered them instead)."""
+
+    policy_id: int | None = None
+    routed: int = 0
+    failed: int = 0
+
+    def count(self, policy_id: int | None, routed: int, failed: int) -> None:
+        if policy_id != self.policy_id:  # a new policy starts a new count
+            self.policy_id, self.routed, self.failed = policy_id, 0, 0
+        self.routed += routed
+        self.failed += failed
+
+    def as_dict(self) -> dict[str, Any]:
+        return dict(self.__dict__)
+
+
+def rollback_reason(policy: TrafficPolicy, tally: ChallengerTally) -> str | None:
+    """Why the policy's guard rolls it back now, or None (no guard, too few requests, or few failures).
+
+    The guard is operational, not statistical: it stops a challenger that fails, which the breaker and
+    the champion only hide from callers. Which model predicts better is ``flightline serve report``'s
+    question; checking a verdict again and again would inflate its false alarms.
+    """
+    limit, minimum = policy.rollback_failure_percent, policy.rollback_min_requests or 1
+    if limit is None or tally.policy_id != policy.id or tally.routed < minimum:
+        return None
+    failed_percent = 100 * tally.failed / tally.routed
+    if failed_percent <= limit:
+        return None
+    return (f"rollback guard of policy {policy.id}: the challenger failed {tally.failed} of the {tally.routed} "
+            f"requests routed to it in one router replica ({failed_percent:.1f} % > {limit:g} %)")
+
+
+async def roll_back_async(conn: Any, policy: TrafficPolicy, reason: str) -> bool:
+    """Record the champion-only policy (same experiment, shadow off) if ``policy`` is still the latest;
+    True when this call recorded it. Replicas that trip together write one row: a lock orders them, and
+    the later ones find a newer policy."""
+    async with conn.transaction():
+        await conn.execute(_POLICY_LOCK)
+        cursor = await conn.execute(
+            "insert into serving.traffic_policy (mode, challenger_percent, shadow, experiment, set_by, reason) "
+            "select 'champion', 0, false, %s, %s, %s where (select max(id) from serving.traffic_policy) = %s",
+            (policy.experiment, GUARD_ACTOR, reason, policy.id),
+        )
+        return cursor.rowcount == 1
 
 
 # ---- circuit breaker -----------------------------------------------------------------------------
@@ -486,6 +565,7 @@ class Router:
             )
             for name in scorers
         }
+        self.tally = ChallengerTally()
         self._background: set[asyncio.Task[None]] = set()
 
     async def _score(self, variant: str, rows: list[list[float]]) -> tuple[list[float] | None, str | None, str | None]:
@@ -542,6 +622,8 @@ class Router:
                     results[i] = (probs[k], version, CHAMPION, reasons[i])
                 else:
                     results[i] = (self.settings.serve_fallback_probability, None, FALLBACK, f"{reasons[i]}; {error}")
+        if CHALLENGER in groups:
+            self.tally.count(policy.id, len(groups[CHALLENGER]), failed=len(retry))
         finished = time.perf_counter()
         out = []
         for i, flight in enumerate(flights):

@@ -10,7 +10,15 @@ from pydantic import ValidationError
 from flightline import features as F
 from flightline.online_features import OnlineFeatureReader, ViewSpec
 from flightline.schemas_serving import FlightIn, PolicyIn
-from flightline.serving import CHALLENGER, CircuitBreaker, TrafficPolicy, assign_variant, bucket
+from flightline.serving import (
+    CHALLENGER,
+    ChallengerTally,
+    CircuitBreaker,
+    TrafficPolicy,
+    assign_variant,
+    bucket,
+    rollback_reason,
+)
 
 
 def test_bucket_is_stable_and_uniform() -> None:
@@ -78,6 +86,26 @@ def test_policy_needs_owner_and_reason() -> None:
 
 def _serialized(reader: OnlineFeatureReader, request: F.FlightRequest) -> list[list[bytes]]:
     return reader.params([request])[0]
+
+
+def test_rollback_guard_judges_the_current_policys_challenger_after_enough_requests() -> None:
+    guarded = TrafficPolicy(mode="canary", challenger_percent=10, id=7, rollback_failure_percent=5,
+                            rollback_min_requests=40)
+    tally = ChallengerTally()
+    tally.count(7, routed=39, failed=39)
+    assert rollback_reason(guarded, tally) is None  # too few requests to judge
+    tally.count(7, routed=1, failed=0)
+    reason = rollback_reason(guarded, tally)
+    assert reason is not None and "39 of the 40" in reason and "97.5 % > 5 %" in reason
+    assert rollback_reason(TrafficPolicy(mode="canary", challenger_percent=10, id=7), tally) is None  # no guard
+    tally.count(8, routed=100, failed=5)  # a new policy: counted from zero
+    assert (tally.routed, tally.failed) == (100, 5)
+    assert rollback_reason(guarded, tally) is None  # the tally is another policy's
+    at_limit = TrafficPolicy(mode="ab", challenger_percent=50, id=8, rollback_failure_percent=5,
+                             rollback_min_requests=40)
+    assert rollback_reason(at_limit, tally) is None  # 5 % is not more than 5 %
+    tally.count(8, routed=1, failed=1)  # 6 of 101
+    assert rollback_reason(at_limit, tally) is not None
 
 
 def test_missing_and_stale_features_fall_back_explicitly() -> None:

@@ -1,0 +1,83 @@
+"""A traffic policy's rollback guard over real HTTP: the router rolls a failing challenger back by itself,
+recorded with who and why, and leaves a healthy one alone."""
+
+from __future__ import annotations
+
+import time
+import uuid
+from typing import TYPE_CHECKING
+
+import httpx
+from serving_fixtures import flight, set_alias, set_policy, wait_for_versions
+
+from flightline import serving
+from flightline.database import connect
+
+if TYPE_CHECKING:
+    from flightline.config import Settings
+
+PREDICT = "/v1/predict/flight-delay"
+
+
+def _predict(url: str, flight_number: int) -> dict[str, object]:
+    response = httpx.post(f"{url}{PREDICT}", json=flight(flight_number=flight_number), timeout=30)
+    assert response.status_code == 200, response.text
+    return response.json()
+
+
+def test_guard_rolls_a_failing_challenger_back_and_records_why(
+    serve_url: str, platform: Settings, models: dict[str, str]
+) -> None:
+    experiment = f"guard-{uuid.uuid4().hex[:8]}"
+    set_alias(platform, "challenger", models["broken"])
+    wait_for_versions(serve_url, {"challenger": models["broken"]}, timeout=60)
+    try:
+        set_policy(platform, mode="canary", challenger_percent=50, experiment=experiment,
+                   rollback_failure_percent=20, rollback_min_requests=10)
+        guarded = serving.current_policy(platform)
+        assert (guarded.rollback_failure_percent, guarded.rollback_min_requests) == (20, 10)
+        answers = [_predict(serve_url, 7200 + n) for n in range(60)]
+        deadline = time.monotonic() + 10
+        while serving.current_policy(platform).id == guarded.id and time.monotonic() < deadline:
+            time.sleep(0.2)
+    finally:
+        set_alias(platform, "challenger", models["challenger"])
+        wait_for_versions(serve_url, {"challenger": models["challenger"]}, timeout=60)
+    # no caller saw the failures: the champion answered every request the challenger was routed
+    assert {a["variant"] for a in answers} == {"champion"}
+    assert any("challenger" in str(a["fallback_reason"]) for a in answers)
+    with connect(platform, platform.warehouse_db) as conn:
+        policies = serving.experiment_policies(conn, experiment)
+    assert [p.id for p in policies][0] == guarded.id and len(policies) == 2, policies  # one rollback row
+    rolled_back = policies[1]
+    assert (rolled_back.mode, rolled_back.challenger_percent, rolled_back.shadow) == ("champion", 0, False)
+    assert rolled_back.set_by == serving.GUARD_ACTOR
+    assert f"rollback guard of policy {guarded.id}: the challenger failed" in rolled_back.reason
+    time.sleep(platform.serve_policy_poll_s * 2 + 0.5)
+    # the healthy challenger is back, but the rolled-back policy sends it nothing
+    assert {_predict(serve_url, 7300 + n)["variant"] for n in range(20)} == {"champion"}
+
+
+def _wait_until_challenger_breaker_is_not_open(url: str) -> None:
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        breakers = httpx.get(f"{url}/v1/serving/status", timeout=10).json()["breakers"]
+        if breakers["challenger"]["state"] != "open":
+            return
+        time.sleep(0.5)
+    raise AssertionError(f"the challenger's breaker stayed open: {breakers}")
+
+
+def test_guard_leaves_a_healthy_challenger_serving(serve_url: str, platform: Settings) -> None:
+    # a breaker that a broken challenger opened (an earlier test) would still refuse the first requests
+    _wait_until_challenger_breaker_is_not_open(serve_url)
+    set_policy(platform, mode="ab", challenger_percent=50, experiment=f"guard-ok-{uuid.uuid4().hex[:8]}",
+               rollback_failure_percent=20, rollback_min_requests=10)
+    guarded = serving.current_policy(platform)
+    variants = [_predict(serve_url, 7400 + n)["variant"] for n in range(60)]
+    time.sleep(platform.serve_policy_poll_s * 2 + 0.5)
+    tally = httpx.get(f"{serve_url}/v1/serving/status", timeout=10).json()["challenger_tally"]
+    set_policy(platform, mode="champion")
+    assert serving.policy_history(platform, limit=2)[1].id == guarded.id  # nothing came between
+    assert variants.count("challenger") >= 10
+    assert tally == {"policy_id": guarded.id, "routed": variants.count("challenger"), "failed": 0}
