@@ -81,3 +81,33 @@ def test_guard_leaves_a_healthy_challenger_serving(serve_url: str, platform: Set
     assert serving.policy_history(platform, limit=2)[1].id == guarded.id  # nothing came between
     assert variants.count("challenger") >= 10
     assert tally == {"policy_id": guarded.id, "routed": variants.count("challenger"), "failed": 0}
+
+
+def test_a_rollback_is_written_once_and_never_over_a_newer_policy(platform: Settings) -> None:
+    """Replicas that trip together race to roll back; an operator may change the policy meanwhile."""
+    import asyncio
+
+    import psycopg
+
+    from flightline.schemas_serving import PolicyIn
+
+    def policy(**fields: object) -> serving.TrafficPolicy:
+        return serving.set_policy(platform, PolicyIn(set_by="tests", reason="rollback race", **fields))
+
+    async def race(guarded: serving.TrafficPolicy, replicas: int) -> list[bool]:
+        dsn = platform.postgres_dsn(platform.warehouse_db)
+        conns = [await psycopg.AsyncConnection.connect(dsn, autocommit=True) for _ in range(replicas)]
+        try:
+            return list(await asyncio.gather(*(serving.roll_back_async(c, guarded, "race") for c in conns)))
+        finally:
+            for conn in conns:
+                await conn.close()
+
+    guarded = policy(mode="canary", challenger_percent=10, rollback_failure_percent=5)
+    assert sorted(asyncio.run(race(guarded, 3))) == [False, False, True]
+    assert serving.policy_history(platform, limit=2)[1].id == guarded.id  # one rollback row, right after it
+    guarded = policy(mode="canary", challenger_percent=10, rollback_failure_percent=5)
+    newer = policy(mode="ab", challenger_percent=50)  # the operator's change lands first
+    assert asyncio.run(race(guarded, 1)) == [False]
+    assert serving.current_policy(platform).id == newer.id
+    policy(mode="champion")
