@@ -77,13 +77,13 @@ create table if not exists serving.prediction_log (
 -- to, whoever answered it (null for shadow rows), and the key that routing hashed; experiment reports
 -- group by them
 alter table serving.prediction_log add column if not exists routed_variant text;
+alter table serving.prediction_log add column if not exists sticky_key text;
 -- a policy's rollback guard (null: none): back to the champion alone once more than this percent of the
 -- requests routed to the challenger failed, counted from rollback_min_requests of them
 alter table serving.traffic_policy add column if not exists rollback_failure_percent double precision
     check (rollback_failure_percent between 0 and 100);
 alter table serving.traffic_policy add column if not exists rollback_min_requests integer
     check (rollback_min_requests >= 1);
-alter table serving.prediction_log add column if not exists sticky_key text;
 create index if not exists prediction_log_logged_at on serving.prediction_log (logged_at);
 create index if not exists prediction_log_policy on serving.prediction_log (policy_id);
 """
