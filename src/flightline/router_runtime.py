@@ -49,7 +49,6 @@ class RouterRuntime:
             for alias in (serving.CHAMPION, serving.CHALLENGER):
                 self.models[alias] = serving.AliasedModel(settings, alias)
                 self.models[alias].refresh()
-                self._followers.append(self.models[alias].follow(settings.serve_model_poll_s))
         self.logger = serving.PredictionLogger(settings)
         self.policy = serving.DEFAULT_POLICY
         self.reader: OnlineFeatureReader | None = None
@@ -65,6 +64,10 @@ class RouterRuntime:
             policy=lambda: self.policy,
             logger=self.logger,
         )
+        for alias, model in self.models.items():
+            # a new version starts with a closed breaker: the failures that opened it were the old one's
+            # (left open, it would refuse the new version for serve_breaker_reset_s, and trip a rollback guard)
+            self._followers.append(model.follow(settings.serve_model_poll_s, on_swap=self.router.breakers[alias].reset))
         self.batcher = RequestBatcher(self._predict_received, max_batch=settings.serve_max_batch)
 
     async def predict(self, flights: list[FlightIn]) -> list[PredictionOut]:

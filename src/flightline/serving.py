@@ -295,6 +295,10 @@ class CircuitBreaker:
         return False
 
     def success(self) -> None:
+        self.reset()
+
+    def reset(self) -> None:
+        """Closed with no failures: after a success, or when another model version takes over the alias."""
         self._failures, self._opened_at, self._trial = 0, None, False
 
     def failure(self) -> None:
@@ -456,13 +460,14 @@ class AliasedModel:
             log.exception("could not refresh %s", self.alias)
             return False
 
-    def follow(self, poll_s: float) -> threading.Thread:
+    def follow(self, poll_s: float, on_swap: Callable[[], None] | None = None) -> threading.Thread:
         """Re-read the alias every ``poll_s`` in a daemon thread (started here, returned for health checks),
-        until :meth:`stop_following`."""
+        until :meth:`stop_following`; ``on_swap`` runs after each new version is swapped in."""
 
         def loop() -> None:
             while not self._stop_following.wait(poll_s):
-                self.refresh()
+                if self.refresh() and on_swap is not None:
+                    on_swap()
 
         thread = threading.Thread(target=loop, name=f"follow-{self.alias}", daemon=True)
         thread.start()
