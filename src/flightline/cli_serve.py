@@ -35,7 +35,8 @@ def down() -> None:
 @serve_app.command()
 def status() -> None:
     """Serve's view (the application, each deployment's health and replicas by state) and one router
-    replica's: policy, model versions per alias, its circuit breakers and prediction-log counters."""
+    replica's: policy, model versions per alias, its circuit breakers, the rollback guard's challenger tally
+    and prediction-log counters."""
     import httpx
 
     from flightline import serve_server
