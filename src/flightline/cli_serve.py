@@ -70,17 +70,21 @@ def traffic(
     Examples: `flightline serve traffic canary -p 10 --rollback-above 5 --why "v7 canary"`,
     `flightline serve traffic champion --shadow --why "shadow v7"`.
     """
+    from typing import get_args
+
     from pydantic import ValidationError
 
     from flightline import serving
     from flightline.registry import actor
-    from flightline.schemas_serving import PolicyIn
+    from flightline.schemas_serving import PolicyIn, PolicyMode
 
     settings = get_settings()
-    if mode == "show":
-        for policy in serving.policy_history(settings, limit=10):
+    if mode == "show":  # newest first; before any change, the default the routers apply (champion alone)
+        for policy in serving.policy_history(settings, limit=10) or [serving.DEFAULT_POLICY]:
             typer.echo(json.dumps(policy.as_dict()))
         return
+    if mode not in get_args(PolicyMode):
+        raise typer.BadParameter(f"{mode!r} is not one of show, {', '.join(get_args(PolicyMode))}", param_hint="mode")
     if not why:
         raise typer.BadParameter("say why the policy changes: --why TEXT", param_hint="--why")
     try:

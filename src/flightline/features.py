@@ -30,6 +30,10 @@ if TYPE_CHECKING:
 PREDICTION_LEAD = dt.timedelta(hours=2)
 """How long before scheduled departure a prediction is made (and every feature is frozen)."""
 
+DEPARTURE_RANGE = (dt.datetime(1900, 1, 1, tzinfo=dt.UTC), dt.datetime(2200, 1, 1, tzinfo=dt.UTC))
+"""Scheduled departures the features are defined for (UTC, end excluded): well inside the span of pandas'
+nanosecond timestamps (1677-2262), which the clock features and Feast's on-demand view compute with."""
+
 LOCAL_TZ = "America/New_York"
 """The airports' clock, for the request-time transforms."""
 
@@ -140,6 +144,12 @@ def prediction_time(scheduled_departure_at: dt.datetime) -> dt.datetime:
     if scheduled_departure_at.tzinfo is None:
         raise FlightlineError(
             f"scheduled departure {scheduled_departure_at.isoformat()} has no time zone; pass an aware datetime (UTC)"
+        )
+    earliest, end = DEPARTURE_RANGE
+    if not earliest <= scheduled_departure_at < end:
+        raise FlightlineError(
+            f"scheduled departure {scheduled_departure_at.isoformat()} is outside the supported range "
+            f"{earliest:%Y-%m-%d} to {end:%Y-%m-%d} (UTC)"
         )
     return scheduled_departure_at - PREDICTION_LEAD
 

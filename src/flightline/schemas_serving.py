@@ -5,11 +5,13 @@ from __future__ import annotations
 import datetime as dt
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator
 
-from flightline.features import FlightRequest
+from flightline.errors import FlightlineError
+from flightline.features import FlightRequest, prediction_time
 
 Variant = Literal["champion", "challenger", "fallback"]
+PolicyMode = Literal["champion", "canary", "ab"]
 
 
 class FlightIn(BaseModel):
@@ -21,10 +23,13 @@ class FlightIn(BaseModel):
     flight_number: int = Field(ge=1, le=9999, examples=[1545])
     origin: str = Field(min_length=3, max_length=4, pattern=r"^[A-Z]+$", examples=["EWR"])
     destination: str = Field(min_length=3, max_length=4, pattern=r"^[A-Z]+$", examples=["IAH"])
-    scheduled_departure: dt.datetime = Field(description="with a time zone, e.g. 2013-01-01T10:15:00Z")
-    tail_number: str | None = Field(default=None, max_length=10, examples=["N14228"])
+    scheduled_departure: dt.datetime = Field(
+        description="with a time zone, e.g. 2013-01-01T10:15:00Z; from 1900 to 2199 (UTC)"
+    )
+    tail_number: str | None = Field(default=None, max_length=10, pattern=r"^[A-Z0-9]*$", examples=["N14228"])
     routing_key: str | None = Field(
-        default=None, max_length=200, description="sticky key for canary/A-B (a user id); default: the flight"
+        default=None, max_length=200, pattern=r"^[^\x00-\x1f\x7f]*$",  # no control characters: the log keeps it
+        description="sticky key for canary/A-B (a user id); default: the flight",
     )
 
     @field_validator("scheduled_departure")
@@ -32,7 +37,18 @@ class FlightIn(BaseModel):
     def _aware(cls, value: dt.datetime) -> dt.datetime:
         if value.tzinfo is None:
             raise ValueError("scheduled_departure needs a time zone (e.g. a trailing Z for UTC)")
+        try:
+            prediction_time(value)  # the features' own range check: a 422 here, not an overflow in pandas later
+        except FlightlineError as exc:
+            raise ValueError(str(exc)) from None
         return value.astimezone(dt.UTC)
+
+    @field_validator("destination")
+    @classmethod
+    def _not_origin(cls, value: str, info: ValidationInfo) -> str:
+        if value == info.data.get("origin"):
+            raise ValueError(f"origin and destination are both {value}: a flight goes between two airports")
+        return value
 
     def to_request(self) -> FlightRequest:
         return FlightRequest(
@@ -83,7 +99,7 @@ class PolicyIn(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    mode: Literal["champion", "canary", "ab"] = "champion"
+    mode: PolicyMode = "champion"
     challenger_percent: float = Field(default=0.0, ge=0, le=100)
     shadow: bool = False
     experiment: str = Field(default="default", min_length=1, max_length=100, description="salt of the sticky hash")

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import concurrent.futures
 import datetime as dt
+import json
 import threading
 import time
 import uuid
@@ -140,12 +141,23 @@ def test_hung_feature_read_falls_back_flagged_within_the_timeout(serve_url: str,
         (flight(scheduled_departure="2030-06-01T14:00:00"), "scheduled_departure"),
         (flight(flight_number="one"), "flight_number"),
         (flight(extra=1), "extra"),
+        # outside the features' range: these overflowed in pandas or datetime and answered 500
+        (flight(scheduled_departure="2262-05-01T00:00:00Z"), "scheduled_departure"),
+        (flight(scheduled_departure="9999-12-31T23:59:59-14:00"), "scheduled_departure"),
+        (flight(destination=flight()["origin"]), "destination"),
+        # a NUL was answered, then failed the prediction log's COPY and dropped every row of that flush
+        (flight(tail_number="N1\u0000"), "tail_number"),
+        (flight(routing_key="user\u00001"), "routing_key"),
     ],
 )
 def test_bad_input_is_422_with_the_reason(serve_url: str, body: dict[str, Any], field: str) -> None:
     response = httpx.post(f"{serve_url}{PREDICT}", json=body, timeout=30)
     assert response.status_code == 422
     assert any(field in map(str, error["loc"]) for error in response.json()["detail"])
+    # in a batch, the one bad flight fails the request with its index, and nothing is scored
+    response = httpx.post(f"{serve_url}{PREDICT}/batch", json={"flights": [flight(), body]}, timeout=30)
+    assert response.status_code == 422
+    assert any(error["loc"][2:3] == [1] and field in map(str, error["loc"]) for error in response.json()["detail"])
     assert httpx.post(f"{serve_url}{PREDICT}/batch", json={"flights": []}, timeout=30).status_code == 422
 
 
@@ -317,6 +329,8 @@ def test_traffic_cli_changes_policy_at_runtime(serve_url: str, platform: Setting
     runner = CliRunner()
     bad = runner.invoke(app, ["serve", "traffic", "canary", "-p", "15"])
     assert bad.exit_code != 0 and "--why" in bad.output
+    bad = runner.invoke(app, ["serve", "traffic", "canery", "-p", "15", "--why", "typo"])
+    assert bad.exit_code == 2 and "'canery' is not one of show, champion, canary, ab" in bad.output
     done = runner.invoke(app, ["serve", "traffic", "ab", "-p", "50", "--experiment", "cli", "--by", "alice",
                                "--why", "A/B from the CLI"])
     assert done.exit_code == 0, done.output
@@ -328,6 +342,8 @@ def test_traffic_cli_changes_policy_at_runtime(serve_url: str, platform: Setting
         time.sleep(0.5)
     assert policy["mode"] == "ab" and policy["challenger_percent"] == 50 and policy["reason"] == "A/B from the CLI"
     assert policy["set_at"]
+    shown = runner.invoke(app, ["serve", "traffic", "show"])
+    assert shown.exit_code == 0 and json.loads(shown.output.splitlines()[0]) == policy  # newest first
     assert runner.invoke(app, ["serve", "traffic", "champion", "--why", "end of A/B"]).exit_code == 0
 
 

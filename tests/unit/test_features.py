@@ -20,6 +20,19 @@ def test_prediction_time_is_two_hours_before_departure_and_needs_a_time_zone() -
         F.prediction_time(departure.replace(tzinfo=None))
 
 
+def test_departures_outside_the_supported_range_are_refused_and_its_ends_compute() -> None:
+    earliest, end = F.DEPARTURE_RANGE
+    last = end - dt.timedelta(seconds=1)
+    for outside in (earliest - dt.timedelta(seconds=1), end, dt.datetime(9999, 12, 31, 23, 59, tzinfo=dt.UTC)):
+        with pytest.raises(FlightlineError, match="outside the supported range"):
+            F.departure_clocks([outside])
+    # the ends are inside pandas' nanosecond span, with the lead and the local time zone applied
+    clocks = F.departure_clocks([earliest, last])
+    assert clocks[0][F.REQUEST_FEATURES.index("departure_month")] == 12  # still 1899 in New York
+    assert clocks[1][F.REQUEST_FEATURES.index("departure_day_of_year")] == 365  # 2199 is no leap year
+    assert F.prediction_time(earliest) == earliest - F.PREDICTION_LEAD
+
+
 def test_request_features_use_new_york_local_time_across_daylight_saving() -> None:
     # 2013-03-10 is the spring-forward day: 13:30 UTC is 08:30 EST the day before, 09:30 EDT after
     times = pd.Series(pd.to_datetime(["2013-03-09 13:30", "2013-03-11 13:30", "2013-12-31 23:59"], utc=True))
