@@ -27,19 +27,16 @@ BATCH_PREDICTIONS = Asset(name="flight_delay_batch_predictions", uri="flightline
 def batch_inference() -> None:
     @task(outlets=[BATCH_PREDICTIONS])
     def score(params: dict[str, object] | None = None, logical_date: pendulum.DateTime | None = None) -> dict:
-        import datetime as dt
-
         from airflow.sdk.exceptions import AirflowFailException
 
-        from flightline.batch_inference import score_day
+        from flightline.batch_inference import day_to_score, score_day
         from flightline.config import get_settings
-        from flightline.errors import NotFoundError
+        from flightline.errors import FlightlineConfigError, NotFoundError
 
         assert params is not None and logical_date is not None
-        day = dt.date.fromisoformat(str(params["day"])) if params["day"] else logical_date.date() + dt.timedelta(1)
         try:
-            return score_day(get_settings(), day)
-        except NotFoundError as exc:  # no champion yet: retrying cannot help
+            return score_day(get_settings(), day_to_score(str(params["day"] or ""), logical_date.date()))
+        except (FlightlineConfigError, NotFoundError) as exc:  # a bad day or no champion yet: retries cannot help
             raise AirflowFailException(str(exc)) from exc
 
     score()

@@ -15,6 +15,7 @@ import logging
 from typing import TYPE_CHECKING, Any
 
 from flightline import features as F
+from flightline.errors import FlightlineConfigError
 
 if TYPE_CHECKING:
     from flightline.config import Settings
@@ -46,6 +47,20 @@ create table if not exists serving.batch_prediction_freshness (
     scored_at timestamptz not null
 );
 """
+
+
+def day_to_score(param: str, logical_date: dt.date) -> dt.date:
+    """The run's ``day`` param (YYYY-MM-DD), or the day after its logical date when the param is empty.
+
+    Raises:
+        FlightlineConfigError: the param is not a calendar date (the form's pattern lets 2013-02-30 pass).
+    """
+    if not param:
+        return logical_date + dt.timedelta(days=1)
+    try:
+        return dt.date.fromisoformat(param)
+    except ValueError as exc:
+        raise FlightlineConfigError(f"day {param!r} is not a date (YYYY-MM-DD): {exc}") from None
 
 
 def day_bounds(day: dt.date) -> tuple[dt.datetime, dt.datetime]:

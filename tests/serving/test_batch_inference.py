@@ -108,3 +108,14 @@ def test_batch_dag_shape() -> None:
     dag = module.batch_inference_dag
     assert dag.dag_id == "batch_inference" and [t.task_id for t in dag.tasks] == ["score"]
     assert dag.catchup is False and dag.default_args["retries"] == 2
+
+
+def test_day_param_is_a_calendar_date_and_empty_means_the_day_after_the_logical_date() -> None:
+    from flightline.batch_inference import day_to_score
+    from flightline.errors import FlightlineConfigError
+
+    assert day_to_score("", dt.date(2013, 12, 31)) == dt.date(2014, 1, 1)
+    assert day_to_score("2013-02-28", dt.date(2026, 1, 1)) == dt.date(2013, 2, 28)
+    # the form's pattern lets it through; the task fails at once with the reason (no retries)
+    with pytest.raises(FlightlineConfigError, match=r"day '2013-02-30' is not a date \(YYYY-MM-DD\)"):
+        day_to_score("2013-02-30", dt.date(2026, 1, 1))
