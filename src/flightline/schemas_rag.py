@@ -9,13 +9,13 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, FiniteFloat, field_validator
 
 COLLECTION_PATTERN = r"^[a-z][a-z0-9_-]{0,62}$"
 """Collection names: lowercase identifiers, so they are safe in logs, asset URIs and MLflow names."""
 
 SearchMode = Literal["dense", "lexical", "hybrid"]
-FilterScalar = str | int | float | bool
+FilterScalar = str | int | FiniteFloat | bool  # NaN and Infinity have no JSON (jsonb) form
 MAX_QUERY_CHARS = 4000
 MAX_K = 200
 MAX_EMBEDDING_INPUTS = 256
@@ -42,6 +42,7 @@ class SearchRequest(BaseModel):
     def _query_has_words(cls, value: str) -> str:
         if not value.strip():
             raise ValueError("query is blank")
+        _refuse_nul(value, "query")
         return value
 
     @field_validator("filters")
@@ -54,7 +55,16 @@ class SearchRequest(BaseModel):
                 raise ValueError(f"filter key {key!r} must have 1 to 64 characters")
             if isinstance(item, list) and not 1 <= len(item) <= 100:
                 raise ValueError(f"filter {key!r} must list 1 to 100 values")
+            for text in (key, *(item if isinstance(item, list) else [item])):
+                if isinstance(text, str):
+                    _refuse_nul(text, f"filter {key!r}")
         return value
+
+
+def _refuse_nul(text: str, what: str) -> None:
+    """PostgreSQL text cannot hold a NUL: refused here, it is a 422 instead of a failed query."""
+    if "\x00" in text:
+        raise ValueError(f"{what} contains a NUL character")
 
 
 class SearchResult(BaseModel):
