@@ -135,10 +135,16 @@ def _print_status_table(report: dict[str, dict[str, object]]) -> None:
 
 
 def main() -> None:
-    """Entry point: turn flightline's own errors into one clear line and exit code 1."""
+    """Entry point: turn flightline's own errors into one clear line and exit code 1, and arguments that fail
+    the API's schemas (shared with the CLI, e.g. ``rag search --mode``) into pydantic's reasons and exit code 2."""
+    from pydantic import ValidationError
+
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     try:
         app()
     except FlightlineError as error:
         typer.secho(f"error: {error}", fg=typer.colors.RED, err=True)
         sys.exit(1)
+    except ValidationError as error:
+        typer.secho(f"error: {error}", fg=typer.colors.RED, err=True)
+        sys.exit(2)

@@ -247,11 +247,14 @@ def sync_collection(
     """Make the stored collection equal to ``documents``, embedding only chunks with new content.
 
     Raises:
-        FlightlineConfigError: on chunk settings that cannot work (overlap >= size).
+        FlightlineConfigError: on a collection name the search API cannot take, or chunk settings that
+            cannot work (overlap >= size).
     """
     from flightline import database
     from flightline.embeddings import get_embedder
+    from flightline.schemas_rag import check_collection_name
 
+    check_collection_name(collection)
     started = time.perf_counter()
     size = chunk_size or settings.rag_chunk_size
     overlap = settings.rag_chunk_overlap if chunk_overlap is None else chunk_overlap

@@ -14,6 +14,22 @@ from pydantic import BaseModel, ConfigDict, Field, FiniteFloat, field_validator
 COLLECTION_PATTERN = r"^[a-z][a-z0-9_-]{0,62}$"
 """Collection names: lowercase identifiers, so they are safe in logs, asset URIs and MLflow names."""
 
+
+def check_collection_name(name: str) -> None:
+    """Refuse a name the search API could never reach (ingestion's check; requests validate by pattern).
+
+    Raises:
+        FlightlineConfigError: the name does not match :data:`COLLECTION_PATTERN`.
+    """
+    import re
+
+    from flightline.errors import FlightlineConfigError
+
+    if not re.fullmatch(COLLECTION_PATTERN, name):
+        raise FlightlineConfigError(
+            f"collection name {name!r} is not a lowercase identifier: a letter, then up to 62 letters, digits, _ or -"
+        )
+
 SearchMode = Literal["dense", "lexical", "hybrid"]
 FilterScalar = str | int | FiniteFloat | bool  # NaN and Infinity have no JSON (jsonb) form
 MAX_QUERY_CHARS = 4000

@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING
 
 import pytest
 
-from flightline.errors import NotFoundError
+from flightline.errors import FlightlineConfigError, NotFoundError
 from flightline.ingestion import drop_collection, ingest_source
 from flightline.retrieval import search
 from flightline.schemas_rag import SearchRequest
@@ -180,6 +180,10 @@ def test_unknown_collection_and_missing_source(platform: Settings, embedder: Emb
         search(SearchRequest(query="q", collection="no_such_collection"), settings=platform, embedder=embedder)
     with pytest.raises(NotFoundError, match="does not exist"):
         ingest_source(platform, tmp_path / "missing", collection="never_created", embedder=embedder)
+    (tmp_path / "doc.txt").write_text("a document")
+    with pytest.raises(FlightlineConfigError, match="collection name 'Bad Name' is not a lowercase identifier"):
+        ingest_source(platform, tmp_path, collection="Bad Name", embedder=embedder)  # search could never reach it
+    assert not drop_collection(platform, "Bad Name")  # nothing was written
 
 
 def test_hybrid_beats_or_matches_each_mode_on_training_claims(platform: Settings, scifact_subset: str) -> None:
