@@ -40,7 +40,9 @@ def test_rag_eval_on_a_missing_collection_fails_with_a_hint(platform: Settings) 
     assert "collection 'nope' does not exist" in str(result.exception)
 
 
-@pytest.mark.parametrize(("args", "reason"), [([""], "at least 1 character"), (["q", "--mode", "semantic"], "'hybrid'")])
+@pytest.mark.parametrize(
+    ("args", "reason"), [([""], "at least 1 character"), (["q", "--mode", "semantic"], "'hybrid'")]
+)
 def test_rag_search_arguments_that_fail_the_api_schema_exit_2_with_the_reason(args: list[str], reason: str) -> None:
     """Through ``main()``, as the ``flightline`` script runs: pydantic's reason used to come under a traceback."""
     import subprocess
