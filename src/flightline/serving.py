@@ -315,6 +315,10 @@ class CircuitBreaker:
 class PredictionLogger:
     """Queue of log rows, written in batches by one daemon thread (a full queue drops and counts).
 
+    PostgreSQL down or the connection cut: the batch is kept and retried with backoff while new rows
+    queue, so an outage shorter than the queue (20,000 rows, ~12 s at 1,600 req/s) loses nothing. A
+    retried COPY may write a batch twice if the connection died just after the server committed it.
+
     The thread also serializes the rows (orjson: ~1.3 us for a row's features, ``json`` ~22 us) and
     writes them with COPY (about a fifth of ``executemany``'s CPU per row). In a serving process it shares
     the GIL with the event loop, and a thread that keeps the GIL holds it for the whole switch interval
@@ -379,6 +383,9 @@ class PredictionLogger:
         )
 
     def _run(self) -> None:
+        import os
+
+        import psycopg
         from psycopg import sql
 
         from flightline.database import connect
@@ -387,35 +394,90 @@ class PredictionLogger:
             sql.SQL(", ").join(map(sql.Identifier, self.COLUMNS))
         )
         conn = None
-        while not (self._closed and self._queue.empty()):
-            first = self._queue.get()
-            if not self._closed:
-                time.sleep(self._flush_s)
-            batch = [] if first is None else [first]
-            while len(batch) < 1000:
-                try:
-                    row = self._queue.get_nowait()
-                except queue.Empty:
-                    break
-                if row is not None:
-                    batch.append(row)
+        batch: list[dict[str, Any]] = []  # taken from the queue, not yet written: kept through an outage
+        outage = 0
+        while batch or not (self._closed and self._queue.empty()):
             if not batch:
-                continue
+                batch = self._next_batch()
+                if not batch:
+                    continue
             try:
                 if conn is None or conn.closed:
-                    conn = connect(self._settings, self._settings.warehouse_db, autocommit=True)
-                with conn.cursor() as cur, cur.copy(copy) as writer:
-                    for i, row in enumerate(batch, 1):
-                        writer.write_row(self._record(row))
-                        if i % self._YIELD_EVERY == 0:
-                            time.sleep(0)  # lets the event loop take the GIL now, not a switch interval later
-                self.written += len(batch)
+                    # the process id tells a replica's connection apart in pg_stat_activity
+                    conn = connect(self._settings, self._settings.warehouse_db, autocommit=True,
+                                   application_name=f"flightline prediction log {os.getpid()}")
+                self._write(conn, copy, batch)
+                if outage:
+                    log.warning("prediction log: PostgreSQL answers again; writing resumed")
+                outage = 0
+            except psycopg.OperationalError:  # server gone or restarting, connection cut: the rows wait
+                conn = None
+                if self._closed:  # shutting down: no time to wait for it
+                    log.exception("could not write %d prediction log rows while closing", len(batch))
+                    self.dropped += len(batch)
+                    batch = []
+                    continue
+                if not outage:
+                    log.exception("prediction log: PostgreSQL unreachable; keeping %d rows, retrying", len(batch))
+                outage += 1
+                time.sleep(min(0.25 * 2 ** (outage - 1), 5.0))  # meanwhile new rows queue (up to max_queue)
             except Exception:  # noqa: BLE001 - the log must never take serving down; it reports and goes on
                 log.exception("could not write %d prediction log rows", len(batch))
                 self.dropped += len(batch)
+                batch = []
                 conn = None
         if conn is not None:
             conn.close()
+
+    def _next_batch(self) -> list[dict[str, Any]]:
+        """The rows queued within one flush interval of the first (at most 1,000); [] after close()."""
+        first = self._queue.get()
+        if not self._closed:
+            time.sleep(self._flush_s)
+        batch = [] if first is None else [first]
+        while len(batch) < 1000:
+            try:
+                row = self._queue.get_nowait()
+            except queue.Empty:
+                break
+            if row is not None:
+                batch.append(row)
+        return batch
+
+    def _write(self, conn: Any, copy: Any, batch: list[dict[str, Any]]) -> None:
+        """Write the batch and empty it. A batch PostgreSQL refuses for its content (a value it cannot store)
+        is written again one row at a time, so that only the rows at fault are dropped and counted. A
+        connection error propagates, leaving the rows not yet written in ``batch`` for the caller's retry."""
+        import psycopg
+
+        try:
+            self._copy(conn, copy, batch)
+        except psycopg.OperationalError:
+            raise
+        except Exception as refused:  # noqa: BLE001 - some row's value: find which
+            log.warning("PostgreSQL refused %d prediction log rows together (%s); writing them one by one",
+                        len(batch), refused)
+            dropped = 0
+            while batch:
+                try:
+                    self._copy(conn, copy, batch[:1])
+                except psycopg.OperationalError:
+                    raise
+                except Exception:  # noqa: BLE001 - counted and reported below
+                    dropped += 1
+                    self.dropped += 1
+                del batch[0]
+            if dropped:
+                log.error("dropped %d prediction log rows PostgreSQL refused", dropped)
+        batch.clear()
+
+    def _copy(self, conn: Any, copy: Any, rows: list[dict[str, Any]]) -> None:
+        with conn.cursor() as cur, cur.copy(copy) as writer:
+            for i, row in enumerate(rows, 1):
+                writer.write_row(self._record(row))
+                if i % self._YIELD_EVERY == 0:
+                    time.sleep(0)  # lets the event loop take the GIL now, not a switch interval later
+        self.written += len(rows)
 
 
 # ---- models by alias -----------------------------------------------------------------------------

@@ -161,6 +161,15 @@ def test_bad_input_is_422_with_the_reason(serve_url: str, body: dict[str, Any], 
     assert httpx.post(f"{serve_url}{PREDICT}/batch", json={"flights": []}, timeout=30).status_code == 422
 
 
+def test_nan_in_a_request_is_a_422_that_names_it(serve_url: str) -> None:
+    """Python's JSON parser takes NaN and Infinity; the 422 echoes the input, and its response failed (500)."""
+    body = json.dumps(flight(flight_number=float("nan")))  # what httpx's json= refuses to write
+    response = httpx.post(f"{serve_url}{PREDICT}", content=body, headers={"content-type": "application/json"},
+                          timeout=30)
+    assert response.status_code == 422
+    assert [(e["loc"], e["input"]) for e in response.json()["detail"]] == [(["body", "flight_number"], "nan")]
+
+
 def test_canary_split_and_stickiness(serve_url: str, platform: Settings, models: dict[str, str]) -> None:
     from flightline.schemas_serving import FlightIn
     from flightline.serving import TrafficPolicy, assign_variant

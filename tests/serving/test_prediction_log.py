@@ -1,0 +1,81 @@
+"""The prediction log's writer against the real PostgreSQL: a cut connection loses no rows, and a row that
+PostgreSQL refuses costs only itself, not the other requests' rows written in the same flush."""
+
+from __future__ import annotations
+
+import os
+import time
+import uuid
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+
+import pytest
+
+if TYPE_CHECKING:
+    from flightline.config import Settings
+
+pytestmark = pytest.mark.integration
+
+
+def _row(**overrides: Any) -> dict[str, Any]:
+    return {"request_id": uuid.uuid4().hex, "model_name": "flight_delay", "variant": "champion",
+            "model_version": "1", "is_shadow": False, "request": {"carrier": "Z9"}, "features": {"x": 1.0},
+            "prediction": 0.5, "latency_ms": 1.0, **overrides}
+
+
+def _logged(settings: Settings, rows: list[dict[str, Any]]) -> list[str]:
+    from flightline.database import connect
+
+    with connect(settings, settings.warehouse_db) as conn:
+        return [r[0] for r in conn.execute("select request_id from serving.prediction_log where request_id = any(%s) "
+                                           "order by request_id", ([row["request_id"] for row in rows],))]
+
+
+def _wait_until(condition: Callable[[], bool], timeout_s: float = 20) -> None:
+    deadline = time.monotonic() + timeout_s
+    while not condition():
+        assert time.monotonic() < deadline, "timed out"
+        time.sleep(0.05)
+
+
+def test_rows_queued_while_the_connection_is_cut_are_written_once_it_is_back(platform: Settings) -> None:
+    from flightline import serving
+    from flightline.database import connect
+
+    serving.ensure_tables(platform)
+    logger = serving.PredictionLogger(platform, flush_s=0.05)
+    try:
+        before = [_row() for _ in range(5)]
+        for row in before:
+            logger.log(row)
+        _wait_until(lambda: logger.written == len(before))
+        # what a server restart or a failover does to the writer's idle connection
+        with connect(platform, platform.warehouse_db, autocommit=True) as conn:
+            cut = conn.execute("select pg_terminate_backend(pid) from pg_stat_activity where application_name = %s",
+                               (f"flightline prediction log {os.getpid()}",)).fetchall()
+        assert cut == [(True,)]
+        after = [_row() for _ in range(30)]
+        for row in after:
+            logger.log(row)
+        _wait_until(lambda: logger.written + logger.dropped == len(before) + len(after))
+        assert logger.dropped == 0  # the batch whose COPY met the cut connection was kept and written again
+        assert _logged(platform, before + after) == sorted(row["request_id"] for row in before + after)
+    finally:
+        assert logger.close()
+
+
+def test_a_row_postgres_refuses_is_dropped_alone(platform: Settings) -> None:
+    from flightline import serving
+
+    serving.ensure_tables(platform)
+    logger = serving.PredictionLogger(platform, flush_s=0.5)  # long enough for the three to share one COPY
+    good = [_row(), _row()]
+    bad = _row(sticky_key="user\x001")  # text cannot hold a NUL (the API refuses it; a caller of log() may not)
+    try:
+        for row in (good[0], bad, good[1]):
+            logger.log(row)
+        _wait_until(lambda: logger.written + logger.dropped == 3)
+        assert (logger.written, logger.dropped) == (2, 1)
+        assert _logged(platform, [*good, bad]) == sorted(row["request_id"] for row in good)
+    finally:
+        assert logger.close()
