@@ -200,6 +200,27 @@ def test_mlflow_registers_a_version_under_an_alias(platform) -> None:
     assert list(loaded.predict(np.array([[3.0]]))) == [1]
 
 
+def test_registry_tells_a_missing_model_from_a_server_that_does_not_answer(platform) -> None:
+    """Every MLflow error used to read as "not found": with the server down, `flightline models list` said
+    "no registered model" after ~4 minutes of MLflow's retries, and alias lookups said "no champion"."""
+    from flightline import registry
+    from flightline.errors import NotFoundError, ServiceError
+    from flightline.processes import free_port
+
+    missing = platform.model_copy(update={"model_name": f"nosuch-{uuid.uuid4().hex[:8]}"})
+    down = platform.model_copy(update={"mlflow_port": free_port(), "mlflow_tracking_uri": None})
+    try:
+        with pytest.raises(NotFoundError, match="no registered model"):
+            registry.list_versions(missing)
+        assert registry.alias_version(missing, registry.CHAMPION) is None
+        with pytest.raises(ServiceError, match="mlflow: the registry did not answer"):
+            registry.list_versions(down)
+        with pytest.raises(ServiceError, match="mlflow: the registry did not answer"):
+            registry.alias_version(down, registry.CHAMPION)
+    finally:
+        registry.client(platform)  # the process's default tracking URI back on the live server
+
+
 def test_busy_port_names_the_component_and_its_log(tmp_path) -> None:
     with socket.socket() as squatter:
         squatter.bind(("127.0.0.1", 0))

@@ -14,12 +14,13 @@ import logging
 import os
 from typing import TYPE_CHECKING, Any
 
-from flightline.errors import FlightlineError, NotFoundError
+from flightline.errors import FlightlineError, NotFoundError, ServiceError
 from flightline.feature_store import import_feast_without_torch
 
 if TYPE_CHECKING:
     from mlflow import MlflowClient
     from mlflow.entities.model_registry import ModelVersion
+    from mlflow.exceptions import MlflowException
     from mlflow.pyfunc import PyFuncModel
 
     from flightline.config import Settings
@@ -40,6 +41,11 @@ def client(settings: Settings) -> MlflowClient:
     import_feast_without_torch()  # MLflow's first request would import Feast, and Feast torch
     import mlflow
 
+    # MLflow retries a failed request 7 times with exponential backoff: with the server down, a CLI command
+    # waited ~4 minutes before it failed. 3 retries 1, 2 and 4 s apart take ~10 s; a user's setting wins.
+    os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "3")
+    os.environ.setdefault("MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR", "1")
+
     mlflow.set_tracking_uri(settings.mlflow_url)
     mlflow.set_registry_uri(settings.mlflow_url)
     return mlflow.MlflowClient(tracking_uri=settings.mlflow_url, registry_uri=settings.mlflow_url)
@@ -51,8 +57,10 @@ def alias_version(settings: Settings, alias: str) -> ModelVersion | None:
 
     try:
         return client(settings).get_model_version_by_alias(settings.model_name, alias)
-    except MlflowException:
-        return None
+    except MlflowException as exc:
+        if _is_missing(exc):
+            return None
+        raise _mlflow_failed(exc) from exc
 
 
 def load_model(settings: Settings, alias: str = CHAMPION) -> tuple[PyFuncModel, ModelVersion]:
@@ -165,10 +173,14 @@ def rollback(settings: Settings, *, by: str | None = None, why: str) -> dict[str
 def list_versions(settings: Settings) -> list[dict[str, Any]]:
     """Every version, newest first, with aliases, metrics and the last alias move."""
     mlflow_client = client(settings)
+    from mlflow.exceptions import MlflowException
+
     try:
         model = mlflow_client.get_registered_model(settings.model_name)
-    except Exception as exc:  # noqa: BLE001 - MLflow raises its own RestException subclasses
-        raise NotFoundError(f"no registered model {settings.model_name!r} at {settings.mlflow_url}") from exc
+    except MlflowException as exc:
+        if _is_missing(exc):
+            raise NotFoundError(f"no registered model {settings.model_name!r} at {settings.mlflow_url}") from exc
+        raise _mlflow_failed(exc) from exc
     aliases: dict[str, list[str]] = {}
     for alias, number in (model.aliases or {}).items():
         aliases.setdefault(str(number), []).append(alias)
@@ -207,7 +219,9 @@ def _ensure_model(mlflow_client: MlflowClient, name: str) -> None:
 
     try:
         mlflow_client.get_registered_model(name)
-    except MlflowException:
+    except MlflowException as exc:
+        if not _is_missing(exc):
+            raise _mlflow_failed(exc) from exc
         mlflow_client.create_registered_model(
             name,
             description="Probability that a flight from New York arrives 15+ min late or is cancelled, "
@@ -221,7 +235,18 @@ def _get_version(mlflow_client: MlflowClient, name: str, version: str) -> ModelV
     try:
         return mlflow_client.get_model_version(name, str(version))
     except MlflowException as exc:
+        if not _is_missing(exc):
+            raise _mlflow_failed(exc) from exc
         raise NotFoundError(f"model {name!r} has no version {version!r}; see `flightline models list`") from exc
+
+
+def _is_missing(exc: MlflowException) -> bool:
+    """MLflow's answer for an unknown model, version or alias, as opposed to a server it could not reach."""
+    return exc.error_code in ("RESOURCE_DOES_NOT_EXIST", "INVALID_PARAMETER_VALUE")
+
+
+def _mlflow_failed(exc: MlflowException) -> ServiceError:
+    return ServiceError("mlflow", f"the registry did not answer: {exc}")
 
 
 def _history(mlflow_client: MlflowClient, name: str) -> list[str]:
