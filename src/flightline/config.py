@@ -83,8 +83,8 @@ class Settings(BaseSettings):
     )
     serve_throughput_optimized: bool = Field(
         default=True,
-        description="RAY_SERVE_THROUGHPUT_OPTIMIZED=1 (gRPC between replicas, user code on the replica's loop; "
-        "access-log lines still written one by one)",
+        description="RAY_SERVE_THROUGHPUT_OPTIMIZED=1 (gRPC between replicas, with a 64 MB message limit; user "
+        "code on the replica's loop; access-log lines still written one by one)",
     )
     serve_ingress: Literal["haproxy", "proxy"] = Field(
         default="haproxy",

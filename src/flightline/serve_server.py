@@ -127,6 +127,10 @@ def ray_env(settings: Settings) -> dict[str, str]:
         # them all at once on the replica's event loop, a 10-20 ms stall about every 0.6 s at 1,600 req/s
         # (router p99 at 8 clients: ~23 ms buffered, 12-15 ms unbuffered, the same as with no access log)
         env["RAY_SERVE_REQUEST_PATH_LOG_BUFFER_SIZE"] = "1"
+        # calls between replicas go over gRPC in this mode, whose 4 MB message limit is below the largest
+        # request the API accepts (256 embedding inputs of 20,000 characters: up to ~20 MB in UTF-8);
+        # at 4 MB such a request answered 500 (RESOURCE_EXHAUSTED)
+        env["RAY_SERVE_REPLICA_GRPC_MAX_MESSAGE_LENGTH"] = str(64 * 1024 * 1024)
     if settings.serve_ingress == "haproxy":
         env.update(_haproxy_env(settings))
     return {**env, **_auth_env(settings)}

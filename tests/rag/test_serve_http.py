@@ -98,6 +98,17 @@ def test_embeddings_are_openai_shaped_and_normalised(rag_url: str) -> None:
     assert body["usage"]["prompt_tokens"] > 0
 
 
+def test_the_largest_embedding_request_the_schema_allows_is_answered(rag_url: str) -> None:
+    """256 inputs of 20,000 characters, 15 MB in UTF-8: the router hands it to RetrievalService over gRPC,
+    whose 4 MB default limit answered 500 (RESOURCE_EXHAUSTED)."""
+    from flightline.schemas_rag import MAX_EMBEDDING_INPUT_CHARS, MAX_EMBEDDING_INPUTS
+
+    inputs = ["€" * MAX_EMBEDDING_INPUT_CHARS] * MAX_EMBEDDING_INPUTS
+    response = httpx.post(f"{rag_url}/v1/embeddings", json={"input": inputs}, timeout=120)
+    assert response.status_code == 200, response.text[:300]
+    assert [item["index"] for item in response.json()["data"]] == list(range(MAX_EMBEDDING_INPUTS))
+
+
 def test_embeddings_reject_unknown_model_and_bad_input(rag_url: str) -> None:
     assert httpx.post(f"{rag_url}/v1/embeddings", json={"input": "x", "model": "gpt-4"}, timeout=30).status_code == 404
     assert httpx.post(f"{rag_url}/v1/embeddings", json={"input": []}, timeout=30).status_code == 422
