@@ -57,10 +57,17 @@ def flight_delay_training() -> None:
         @task
         def extract_bronze(**context: Any) -> dict[str, Any]:
             """Write the data known by the end of the run month to the Delta bronze tables."""
-            from flightline import lake
+            from airflow.sdk.exceptions import AirflowFailException
+
+            from flightline import lake, training
             from flightline.config import get_settings
+            from flightline.errors import FlightlineConfigError
 
             month = _run_month(context)
+            try:  # the params' windows, checked here: not after extract and featurize have run for minutes
+                training.resolve_window(context["params"], month)
+            except FlightlineConfigError as exc:
+                raise AirflowFailException(str(exc)) from exc
             return {"run_month": month.isoformat(), "versions": lake.extract(get_settings(), run_month=month)}
 
         return extract_bronze()

@@ -302,3 +302,13 @@ def test_a_corrupted_batch_stops_at_validation_and_the_champion_stays(
         state != "success" for task, state in states.items() if not task.startswith(("extract", "validate.validate"))
     )
     assert registry.alias_version(platform, registry.CHAMPION).version == champion.version
+
+
+@pytest.mark.integration
+def test_a_window_that_is_not_out_of_time_fails_the_first_task(platform: Settings) -> None:
+    """The form's patterns check each month; the windows' order was only checked after extract, validate
+    and featurize had run (minutes): now the first task fails, and nothing else runs."""
+    run = _run({**CONF, "train_end": "2013-03"}, 3)
+    states = _states(run)
+    assert states["extract.extract_bronze"] == "failed"
+    assert all(state != "success" for state in states.values()), states
