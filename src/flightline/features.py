@@ -226,7 +226,7 @@ def departure_clocks(departures: list[dt.datetime]) -> list[tuple[float, ...]]:
         import pandas as pd
 
         for departure in missing:
-            prediction_time(departure)  # the same "needs a time zone" error as everywhere else
+            prediction_time(departure)  # the same time zone and range errors as everywhere else
         rows = [tuple(row) for row in request_features(pd.Series(missing)).to_numpy(dtype="float64").tolist()]
         clocks.update(zip(missing, rows, strict=True))
         if len(_clock_cache) + len(missing) > _CLOCK_CACHE_SIZE:
