@@ -18,6 +18,7 @@ from contextlib import asynccontextmanager
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
 
+from flightline.request_limits import BodySizeLimit
 from flightline.router_runtime import FeaturesUnavailableError, RouterRuntime
 from flightline.schemas_serving import BatchIn, BatchOut, FlightIn, PredictionOut
 
@@ -36,6 +37,7 @@ def create_app() -> FastAPI:
         await runtime.close()
 
     app = FastAPI(title="bare baseline", lifespan=lifespan)
+    app.add_middleware(BodySizeLimit)  # as the router has it
 
     @app.exception_handler(FeaturesUnavailableError)
     async def unavailable(_: Request, exc: FeaturesUnavailableError) -> JSONResponse:

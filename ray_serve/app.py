@@ -15,7 +15,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import math
 import time
 from collections.abc import Iterator
 from typing import Any
@@ -30,6 +29,7 @@ from ray.serve import Application
 from ray.serve.handle import DeploymentHandle
 
 from flightline.errors import FlightlineConfigError, NotFoundError
+from flightline.request_limits import BodySizeLimit, validation_errors
 from flightline.schemas_rag import EmbeddingRequest, EmbeddingResponse, SearchRequest, SearchResponse
 from flightline.schemas_serving import BatchIn, BatchOut, FlightIn, PredictionOut
 from ray_serve.models import FlightDelayModel
@@ -43,24 +43,13 @@ api = FastAPI(
     version="1",
     description="Flight-delay predictions (champion/challenger, canary, shadow), embeddings and RAG search.",
 )
+api.add_middleware(BodySizeLimit)  # 413 before an oversized body is read (request_limits)
 
 
 @api.exception_handler(RequestValidationError)
 async def _validation_error(request: Request, exc: RequestValidationError) -> JSONResponse:
-    """FastAPI's 422, with NaN and Infinity in the echoed input written as strings: Python's JSON parser
-    takes them in a request body, but a JSON response cannot hold them, and the default handler then
-    failed to write its own response (500)."""
-    return JSONResponse(status_code=422, content={"detail": _json_safe(jsonable_encoder(exc.errors()))})
-
-
-def _json_safe(value: Any) -> Any:
-    if isinstance(value, float) and not math.isfinite(value):
-        return str(value)
-    if isinstance(value, list):
-        return [_json_safe(item) for item in value]
-    if isinstance(value, dict):
-        return {key: _json_safe(item) for key, item in value.items()}
-    return value
+    """FastAPI's 422, with a short echo of the input (``request_limits.validation_errors``)."""
+    return JSONResponse(status_code=422, content={"detail": jsonable_encoder(validation_errors(exc.errors()))})
 
 
 class AppArgs(BaseModel):

@@ -170,6 +170,46 @@ def test_nan_in_a_request_is_a_422_that_names_it(serve_url: str) -> None:
     assert [(e["loc"], e["input"]) for e in response.json()["detail"]] == [(["body", "flight_number"], "nan")]
 
 
+def test_a_body_over_its_routes_limit_is_413_before_it_is_read(serve_url: str) -> None:
+    """A 200 MB body held the router's one event loop for ~18 s, other callers timed out, and its 422 echoed
+    1 GB back. Over the route's limit, the router now answers 413 without reading the body."""
+    from flightline.request_limits import BODY_LIMITS, DEFAULT_BODY_LIMIT
+
+    headers = {"content-type": "application/json"}
+    oversized = json.dumps(flight(routing_key="k" * DEFAULT_BODY_LIMIT)).encode()
+    response = httpx.post(f"{serve_url}{PREDICT}", content=oversized, headers=headers, timeout=30)
+    assert response.status_code == 413
+    assert response.json()["detail"] == (f"request body too large: this route takes at most {DEFAULT_BODY_LIMIT} "
+                                         f"bytes, got {len(oversized)} bytes")
+
+    def chunked() -> Any:  # no Content-Length: counted while it arrives
+        yield oversized[:1000]
+        yield oversized[1000:]
+
+    response = httpx.post(f"{serve_url}{PREDICT}", content=chunked(), headers=headers, timeout=30)
+    assert response.status_code == 413 and "chunked" in response.json()["detail"]
+    # the batch route's limit holds the schema's largest batch: 1,000 flights, each with a routing key of 200
+    # characters that JSON escapes to 12 bytes each
+    largest = json.dumps({"flights": [flight(routing_key="\U0001f6eb" * 200) for _ in range(1000)]}).encode()
+    assert len(largest) > 2_000_000
+    response = httpx.post(f"{serve_url}{PREDICT}/batch", content=largest, headers=headers, timeout=60)
+    assert response.status_code == 200, response.text[:300]
+    assert len(response.json()["predictions"]) == 1000
+    over = b" " * (BODY_LIMITS[f"{PREDICT}/batch"] + 1 - len(largest)) + largest  # JSON's whitespace counts too
+    assert httpx.post(f"{serve_url}{PREDICT}/batch", content=over, headers=headers, timeout=60).status_code == 413
+
+
+def test_a_422_echoes_a_short_form_of_a_large_input(serve_url: str) -> None:
+    response = httpx.post(f"{serve_url}{PREDICT}/batch", json={"flights": [flight()] * 1001}, timeout=30)
+    assert response.status_code == 422
+    assert [(e["loc"], e["input"]) for e in response.json()["detail"]] == [
+        (["body", "flights"], "(a list of 1001 items)")
+    ]
+    response = httpx.post(f"{serve_url}{PREDICT}", json=flight(tail_number="n" * 5000), timeout=30)
+    assert response.status_code == 422
+    assert [e["input"] for e in response.json()["detail"]] == [f"{'n' * 200}... (5000 characters)"]
+
+
 def test_canary_split_and_stickiness(serve_url: str, platform: Settings, models: dict[str, str]) -> None:
     from flightline.schemas_serving import FlightIn
     from flightline.serving import TrafficPolicy, assign_variant
