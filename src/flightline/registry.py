@@ -14,7 +14,7 @@ import logging
 import os
 from typing import TYPE_CHECKING, Any
 
-from flightline.errors import FlightlineError, NotFoundError, ServiceError
+from flightline.errors import FlightlineConfigError, FlightlineError, NotFoundError, ServiceError
 from flightline.feature_store import import_feast_without_torch
 
 if TYPE_CHECKING:
@@ -133,6 +133,7 @@ def register(settings: Settings, run_id: str, evaluation: dict[str, Any], *, by:
 
 def promote(settings: Settings, version: str, *, by: str | None = None, why: str) -> dict[str, Any]:
     """Point ``champion`` at ``version`` and record who, when and why (no-op if it is already there)."""
+    why = _stated(why)
     mlflow_client = client(settings)
     _get_version(mlflow_client, settings.model_name, version)
     moved = _set_alias(settings, CHAMPION, str(version), by=by or actor(), why=why)
@@ -149,6 +150,7 @@ def rollback(settings: Settings, *, by: str | None = None, why: str) -> dict[str
     Raises:
         FlightlineError: when there is no earlier champion to go back to.
     """
+    why = _stated(why)
     mlflow_client = client(settings)
     history = _history(mlflow_client, settings.model_name)
     current = alias_version(settings, CHAMPION)
@@ -168,6 +170,13 @@ def rollback(settings: Settings, *, by: str | None = None, why: str) -> dict[str
     )
     mlflow_client.set_registered_model_tag(settings.model_name, _HISTORY, json.dumps(history))
     return {"from": str(current.version), "to": previous}
+
+
+def _stated(why: str) -> str:
+    """A champion move's reason, which the version keeps: blank is refused, before anything moves."""
+    if not why.strip():
+        raise FlightlineConfigError("say why the champion changes: the reason is recorded on the version")
+    return why.strip()
 
 
 def list_versions(settings: Settings) -> list[dict[str, Any]]:

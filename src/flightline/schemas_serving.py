@@ -95,16 +95,16 @@ class BatchOut(BaseModel):
 class PolicyIn(BaseModel):
     """A traffic policy change: who and why are required, so every change has an owner."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", str_strip_whitespace=True)  # a blank reason is no reason
 
     mode: PolicyMode = "champion"
-    challenger_percent: float = Field(default=0.0, ge=0, le=100)
+    challenger_percent: float = Field(default=0.0, ge=0, le=100, allow_inf_nan=False)
     shadow: bool = False
     experiment: str = Field(default="default", min_length=1, max_length=100, description="salt of the sticky hash")
     set_by: str = Field(min_length=1, max_length=100)
     reason: str = Field(min_length=1, max_length=2000)
     rollback_failure_percent: float | None = Field(
-        default=None, ge=0, le=100,
+        default=None, ge=0, le=100, allow_inf_nan=False,
         description="roll back to the champion alone once more than this percent of the requests routed to the "
         "challenger failed (error, timeout, open circuit) in a router replica; none: no guard",
     )

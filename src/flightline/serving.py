@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import datetime as dt
 import hashlib
 import logging
 import queue
@@ -99,6 +100,41 @@ def ensure_tables(settings: Settings) -> None:
             conn.execute(DDL)
         finally:
             conn.execute("select pg_advisory_unlock(hashtext('flightline.serving.ddl'))")
+
+
+def prune_prediction_log(
+    settings: Settings, *, keep_days: int | None = None, now: dt.datetime | None = None, batch_rows: int = 20_000
+) -> dict[str, Any]:
+    """Delete prediction-log rows older than ``keep_days`` (default: ``serve_log_retention_days``).
+
+    The log grows by ~1.7 KB a request, ~6 GB an hour at 1,000 requests a second. Rows go in batches of
+    ``batch_rows``, each its own transaction, so the router's COPY never waits long on the delete, and a
+    rerun deletes only what is still there.
+
+    Returns:
+        The cutoff and the number of rows deleted.
+    """
+    from flightline.database import connect
+    from flightline.errors import FlightlineConfigError
+
+    keep = settings.serve_log_retention_days if keep_days is None else keep_days
+    if keep < 1:
+        raise FlightlineConfigError(f"keep_days must be at least 1, got {keep}")
+    cutoff = (now or dt.datetime.now(dt.UTC)) - dt.timedelta(days=keep)
+    ensure_tables(settings)
+    deleted = 0
+    with connect(settings, settings.warehouse_db, autocommit=True) as conn:
+        while True:
+            batch = conn.execute(
+                "delete from serving.prediction_log where id = any(array("
+                "select id from serving.prediction_log where logged_at < %s limit %s))",
+                (cutoff, batch_rows),
+            ).rowcount
+            deleted += batch
+            if batch < batch_rows:
+                break
+    log.info("pruned %d prediction-log rows logged before %s", deleted, cutoff.isoformat())
+    return {"cutoff": cutoff.isoformat(), "keep_days": keep, "deleted": deleted}
 
 
 # ---- traffic policy ------------------------------------------------------------------------------

@@ -79,3 +79,48 @@ def test_a_row_postgres_refuses_is_dropped_alone(platform: Settings) -> None:
         assert _logged(platform, [*good, bad]) == sorted(row["request_id"] for row in good)
     finally:
         assert logger.close()
+
+
+def test_maintenance_dag_prunes_the_rows_older_than_its_retention_and_reruns_idempotently(
+    platform: Settings,
+) -> None:
+    """A real run of ``serving_maintenance`` (``dag.test()``) with keep_days=30: rows logged 100 and 31 days
+    ago go, the one from 29 days ago and today's stay; the rerun finds nothing more to delete."""
+    import datetime as dt
+
+    from airflow.dag_processing.dagbag import DagBag
+
+    from flightline import serving
+    from flightline.config import PROJECT_DIR
+    from flightline.database import connect
+    from flightline.errors import FlightlineConfigError
+
+    serving.ensure_tables(platform)
+    now = dt.datetime.now(dt.UTC)
+    ages = {100: uuid.uuid4().hex, 31: uuid.uuid4().hex, 29: uuid.uuid4().hex, 0: uuid.uuid4().hex}
+    with connect(platform, platform.warehouse_db, autocommit=True) as conn:
+        for days, request_id in ages.items():
+            conn.execute(
+                "insert into serving.prediction_log (request_id, logged_at, model_name, variant, is_shadow, "
+                "request, features, latency_ms) values (%s, %s, 'flight_delay', 'champion', false, '{}', '{}', 1)",
+                (request_id, now - dt.timedelta(days=days)),
+            )
+    bag = DagBag(dag_folder=str(PROJECT_DIR / "dags" / "serving_maintenance.py"))
+    assert bag.import_errors == {}
+    dag = bag.dags["serving_maintenance"]
+    # retention holds without anyone unpausing it: the platform's scheduler has it unpaused from the start
+    from flightline.airflow_client import AirflowClient
+
+    client = AirflowClient(platform)
+    client.wait_for_dag("serving_maintenance")
+    assert client.set_paused("serving_maintenance", False) is False  # returns whether it was paused
+    for _ in range(2):
+        run = dag.test(run_conf={"keep_days": 30})
+        assert {ti.task_id: str(ti.state) for ti in run.get_task_instances()} == {"prune_prediction_log": "success"}
+        kept = _logged(platform, [{"request_id": r} for r in ages.values()])
+        assert sorted(kept) == sorted([ages[29], ages[0]])
+    with pytest.raises(FlightlineConfigError, match="at least 1"):
+        serving.prune_prediction_log(platform, keep_days=0)
+    # batch by batch (one row each), down to the 29-day-old row
+    assert serving.prune_prediction_log(platform, keep_days=1, batch_rows=1)["deleted"] >= 1
+    assert _logged(platform, [{"request_id": r} for r in ages.values()]) == [ages[0]]

@@ -286,6 +286,11 @@ def test_alias_change_reaches_serving_without_dropping_requests(
                 codes.append(client.post(f"{serve_url}{PREDICT}", json=flight()).status_code)
         return codes
 
+    from flightline.errors import FlightlineConfigError
+
+    with pytest.raises(FlightlineConfigError, match="say why"):  # a blank reason moves nothing
+        registry.promote(platform, models["challenger"], by="tests", why="  ")
+    assert str(registry.alias_version(platform, "champion").version) == models["champion"]
     with concurrent.futures.ThreadPoolExecutor(2) as pool:
         load = [pool.submit(hammer, time.monotonic() + 12) for _ in range(2)]
         registry.promote(platform, models["challenger"], by="tests", why="alias change reaches serving")

@@ -82,6 +82,11 @@ def test_policy_needs_owner_and_reason() -> None:
         PolicyIn(mode="canary", challenger_percent=10, set_by="", reason="x")
     with pytest.raises(ValidationError):
         PolicyIn(mode="canary", challenger_percent=120, set_by="me", reason="x")
+    with pytest.raises(ValidationError, match="reason"):
+        PolicyIn(mode="canary", challenger_percent=10, set_by="me", reason="   ")
+    for percent in ("challenger_percent", "rollback_failure_percent"):  # NaN passes ge/le comparisons
+        with pytest.raises(ValidationError, match="finite number"):
+            PolicyIn(mode="canary", set_by="me", reason="x", **{percent: float("nan")})
 
 
 def _serialized(reader: OnlineFeatureReader, request: F.FlightRequest) -> list[list[bytes]]:
