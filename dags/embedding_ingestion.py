@@ -43,7 +43,7 @@ def embedding_ingestion() -> None:
 
         from flightline import ingestion
         from flightline.config import get_settings
-        from flightline.errors import FlightlineConfigError, NotFoundError
+        from flightline.errors import DataValidationError, FlightlineConfigError, NotFoundError
 
         settings = get_settings()
         assert params is not None
@@ -56,7 +56,7 @@ def embedding_ingestion() -> None:
                 chunk_size=params["chunk_size"],
                 chunk_overlap=params["chunk_overlap"],  # type: ignore[arg-type]
             )
-        except (NotFoundError, FlightlineConfigError) as exc:  # retrying cannot fix a bad source or setting
+        except (NotFoundError, FlightlineConfigError, DataValidationError) as exc:  # retries cannot fix the source
             raise AirflowFailException(str(exc)) from exc
         return report.as_dict()
 

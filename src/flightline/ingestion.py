@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import time
 from collections.abc import Iterable, Sequence
 from dataclasses import asdict, dataclass, field
@@ -39,6 +40,8 @@ logger = logging.getLogger(__name__)
 TEXT_SUFFIXES = (".txt", ".md", ".markdown")
 TEXT_SEARCH_CONFIG = "english"
 
+MAX_PROBLEMS_SHOWN = 20
+"""Bad documents named in the error; the rest are counted."""
 _SCHEMA_LOCK_KEY = 0x5241475F  # "RAG_": serialises DDL between concurrent first runs
 
 
@@ -89,44 +92,56 @@ def load_documents(source: Path) -> list[Document]:
 
     Raises:
         NotFoundError: when source does not exist.
-        DataValidationError: when a corpus line is malformed or two documents share an id.
+        DataValidationError: when a corpus line is malformed, a document holds what PostgreSQL cannot
+            store (NUL characters, NaN in metadata), or two documents share an id; it names each one,
+            before anything is embedded.
     """
     if not source.exists():
         raise NotFoundError(f"document source {source} does not exist; pass an existing folder or corpus.jsonl")
+    problems: list[str] = []
     if source.is_file():
-        documents = _load_beir(source)
+        documents = _load_beir(source, problems)
     elif (source / "corpus.jsonl").is_file():
-        documents = _load_beir(source / "corpus.jsonl")
+        documents = _load_beir(source / "corpus.jsonl", problems)
     else:
-        documents = _load_folder(source)
+        documents = _load_folder(source, problems)
+    if problems:
+        shown = "\n  ".join(problems[:MAX_PROBLEMS_SHOWN])
+        more = f"\n  ... and {len(problems) - MAX_PROBLEMS_SHOWN} more" if len(problems) > MAX_PROBLEMS_SHOWN else ""
+        raise DataValidationError(f"{len(problems)} document(s) in {source} cannot be ingested:\n  {shown}{more}")
     _reject_duplicate_ids(documents, source)
     return documents
 
 
-def _load_beir(path: Path) -> list[Document]:
+def _load_beir(path: Path, problems: list[str]) -> list[Document]:
     documents = []
-    with path.open(encoding="utf-8") as handle:
-        for number, line in enumerate(handle, start=1):
+    with path.open("rb") as handle:
+        for number, raw in enumerate(handle, start=1):
+            where = f"{path}:{number}"
+            try:
+                line = raw.decode("utf-8")
+            except UnicodeDecodeError as exc:
+                problems.append(f"{where}: not UTF-8 ({exc.reason} at byte {exc.start} of the line)")
+                continue
             if not line.strip():
                 continue
             try:
                 record = json.loads(line)
-                doc_id = str(record["_id"])
+                doc_id = record["_id"]
             except (json.JSONDecodeError, KeyError, TypeError) as exc:
-                raise DataValidationError(f"{path}:{number} is not a BEIR corpus record ({exc})") from exc
-            metadata = record.get("metadata") or {}
-            documents.append(
-                Document(
-                    doc_id=doc_id,
-                    title=record.get("title") or None,
-                    text=record.get("text") or "",
-                    metadata=dict(metadata) if isinstance(metadata, dict) else {},
-                )
-            )
+                raise DataValidationError(f"{where} is not a BEIR corpus record ({exc})") from exc
+            title, text, metadata = record.get("title") or None, record.get("text") or "", record.get("metadata") or {}
+            if not (isinstance(doc_id, str | int) and not isinstance(doc_id, bool) and isinstance(text, str)
+                    and isinstance(title, str | None) and isinstance(metadata, dict)):
+                problems.append(f"{where}: _id must be a string or integer, text and title strings, metadata an object")
+                continue
+            document = Document(doc_id=str(doc_id), title=title, text=text, metadata=metadata)
+            problems.extend(f"{where}: {problem}" for problem in _unstorable(document))
+            documents.append(document)
     return documents
 
 
-def _load_folder(folder: Path) -> list[Document]:
+def _load_folder(folder: Path, problems: list[str]) -> list[Document]:
     documents = []
     for path in sorted(p for p in folder.rglob("*") if p.is_file() and p.suffix.lower() in TEXT_SUFFIXES):
         relative = path.relative_to(folder).as_posix()
@@ -135,10 +150,40 @@ def _load_folder(folder: Path) -> list[Document]:
         metadata: dict[str, object] = {"path": relative, "format": "markdown" if is_markdown else "text"}
         if len(path.relative_to(folder).parts) > 1:
             metadata["folder"] = path.relative_to(folder).parts[0]
-        documents.append(
-            Document(doc_id=relative, title=_title_of(text, path, is_markdown), text=text, metadata=metadata)
-        )
+        document = Document(doc_id=relative, title=_title_of(text, path, is_markdown), text=text, metadata=metadata)
+        problems.extend(f"{path}: {problem}" for problem in _unstorable(document))
+        documents.append(document)
     return documents
+
+
+def _unstorable(document: Document) -> list[str]:
+    """What PostgreSQL would refuse mid-sync, failing the whole collection's transaction: text cannot hold
+    NUL, jsonb cannot hold NaN or Infinity. An empty id would make chunk ids that name no document."""
+    problems = []
+    if not document.doc_id.strip():
+        problems.append("empty document id")
+    for name, value in (("id", document.doc_id), ("title", document.title or ""), ("text", document.text)):
+        if "\x00" in value:
+            problems.append(f"NUL character in its {name} (a binary file?)")
+    values = list(_json_leaves(document.metadata))
+    if any(isinstance(v, str) and "\x00" in v for v in values):
+        problems.append("NUL character in its metadata")
+    if any(isinstance(v, float) and not math.isfinite(v) for v in values):
+        problems.append("NaN or Infinity in its metadata (JSON has no such numbers)")
+    return problems
+
+
+def _json_leaves(value: object) -> Iterable[object]:
+    """Keys and scalar values of a JSON document, depth first."""
+    if isinstance(value, dict):
+        for key, item in value.items():
+            yield key
+            yield from _json_leaves(item)
+    elif isinstance(value, list):
+        for item in value:
+            yield from _json_leaves(item)
+    else:
+        yield value
 
 
 def _title_of(text: str, path: Path, is_markdown: bool) -> str:

@@ -57,3 +57,17 @@ def test_dag_ingests_a_folder_and_records_the_run_in_mlflow(platform: Settings, 
         assert logged.metrics["documents"] == 2 and logged.metrics["added"] == logged.metrics["chunks"] == 2
     finally:
         drop_collection(platform, "dag_test_docs")
+
+
+@pytest.mark.integration
+def test_a_source_with_a_document_postgres_cannot_store_fails_at_once(platform: Settings, tmp_path: Path) -> None:
+    """The run fails on its first try, naming the file, and writes nothing: a retry cannot fix the source."""
+    from flightline.ingestion import drop_collection
+
+    (tmp_path / "handbook.md").write_text("# Handbook\n\nOn-call engineers acknowledge pages within five minutes.")
+    (tmp_path / "archive.txt").write_bytes(b"PK\x03\x04\x00\x00 a zip file named .txt")
+    run = _dag().test(run_conf={"source": str(tmp_path), "collection": "dag_bad_docs"})
+    states = {ti.task_id: str(ti.state) for ti in run.get_task_instances()}
+    assert states == {"sync": "failed", "evaluate_and_record": "upstream_failed"}
+    assert [ti.try_number for ti in run.get_task_instances() if ti.task_id == "sync"] == [1]
+    assert not drop_collection(platform, "dag_bad_docs")  # nothing was written
