@@ -242,14 +242,26 @@ def test_down_then_up_keeps_data(platform) -> None:
         conn.execute("create table if not exists restart_probe (token text)")
         conn.execute("insert into restart_probe values (%s)", (name,))
 
+    pid_files = sorted(platform.run_dir.glob("*.pid"))
     down = flightline_cli("down")
     assert down.returncode == 0, down.stderr
     status = flightline_cli("status", "--json")
     assert status.returncode == 1
     assert not any(item["healthy"] for item in json.loads(status.stdout).values())
 
-    up = flightline_cli("up")
-    assert up.returncode == 0, up.stderr
+    # what a crash or a restart of the machine leaves: the pid files, whose pids name other processes by then.
+    # `up` waited on such a process until its timeout and failed (PostgreSQL refused its lock file), and
+    # `down` would have killed it
+    bystander = subprocess.Popen(["sleep", "600"], start_new_session=True)
+    try:
+        for pid_file in pid_files:
+            pid_file.write_text(f"{bystander.pid} 00000000-0000-0000-0000-000000000000/1")
+        (platform.pgdata_dir / "postmaster.pid").write_text(f"{bystander.pid}\n{platform.pgdata_dir}\n")
+        up = flightline_cli("up")
+        assert up.returncode == 0, up.stderr
+        assert bystander.poll() is None
+    finally:
+        bystander.kill()
     from mlflow import MlflowClient
 
     assert MlflowClient(platform.mlflow_url).get_model_version_by_alias(name, "champion").version == version

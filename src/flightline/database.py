@@ -7,6 +7,7 @@ chunks, prediction logs) is a database on this one server.
 
 from __future__ import annotations
 
+import logging
 import os
 import pwd
 import shutil
@@ -16,12 +17,14 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from flightline.errors import ServiceError
-from flightline.processes import already_running, ensure_port_free, port_is_open, wait_until
+from flightline.processes import already_running, command_line, ensure_port_free, pid_alive, port_is_open, wait_until
 
 if TYPE_CHECKING:
     import psycopg
 
     from flightline.config import Settings
+
+log = logging.getLogger(__name__)
 
 COMPONENT = "postgres"
 _OS_USER = "embedded_postgres"
@@ -142,14 +145,27 @@ def stop(settings: Settings) -> bool:
 
 
 def _server_pid(settings: Settings) -> int | None:
-    from flightline.processes import pid_alive
+    """The postmaster's pid, from its lock file ``postmaster.pid``.
 
+    After a crash or a restart of the machine or container the file stays, and its pid may name another
+    process by then: ``up`` waited on that process for its health, then failed, and PostgreSQL refused to
+    start, since it only checks that the pid is alive. A lock file whose live pid provably runs no postgres
+    on this data directory (its command line says so) is stale and removed; an unreadable command line
+    is left alone.
+    """
     pid_file = settings.pgdata_dir / "postmaster.pid"
     try:
         pid = int(pid_file.read_text().splitlines()[0])
     except (OSError, ValueError, IndexError):
         return None
-    return pid if pid_alive(pid) else None
+    if not pid_alive(pid):
+        return None
+    command = command_line(pid)
+    if command and f"-D {settings.pgdata_dir} " not in f"{command} ":
+        log.warning("removing stale %s: its pid %d now runs %r", pid_file, pid, command[:200])
+        pid_file.unlink(missing_ok=True)
+        return None
+    return pid
 
 
 def connect(settings: Settings, database: str, **kwargs: object) -> psycopg.Connection:

@@ -74,13 +74,33 @@ def command_line(pid: int) -> str:
         return ""
 
 
-def read_pid(pid_file: Path) -> int | None:
-    """The pid recorded in pid_file if that process still runs, else None."""
+def process_identity(pid: int) -> str | None:
+    """The boot and the start time (clock ticks after boot) of process pid: a pid is reused, after the
+    process ends or the machine restarts, these two are not. None where /proc cannot tell."""
     try:
-        pid = int(pid_file.read_text().strip())
+        boot = Path("/proc/sys/kernel/random/boot_id").read_text().strip()
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    return f"{boot}/{stat.rsplit(') ', 1)[1].split()[19]}"  # field 22 of stat: starttime
+
+
+def read_pid(pid_file: Path) -> int | None:
+    """The pid recorded in pid_file if that very process still runs, else None.
+
+    A pid file outlives its process (a crash, a restart of the machine or container); its pid may then
+    name another process, which ``up`` would wait on and ``down`` would kill. The file records the
+    process's identity beside its pid, and a pid whose process has another identity is not ours. (A
+    file from before identities were recorded holds the pid alone and is trusted as before.)
+    """
+    try:
+        pid_text, _, identity = pid_file.read_text().strip().partition(" ")
+        pid = int(pid_text)
     except (OSError, ValueError):
         return None
-    return pid if pid_alive(pid) else None
+    if not pid_alive(pid) or (identity and process_identity(pid) != identity):
+        return None
+    return pid
 
 
 def spawn(
@@ -108,7 +128,7 @@ def spawn(
             cwd=cwd,
             start_new_session=True,
         )
-    (run_dir / f"{name}.pid").write_text(str(process.pid))
+    (run_dir / f"{name}.pid").write_text(f"{process.pid} {process_identity(process.pid) or ''}".strip())
     return process.pid
 
 
