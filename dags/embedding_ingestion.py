@@ -7,7 +7,9 @@ relevance labels (BEIR qrels) -> record collection, model, chunk settings, count
 Runs daily and whenever the `rag_documents` asset is updated (a DAG that writes documents lists it
 as an outlet, or an operator posts an asset event). An unchanged collection re-syncs in seconds
 and embeds nothing. Params: `source` (a folder of .txt/.md files or a BEIR corpus; empty means the
-SciFact corpus in the shared data), `collection`, chunk settings, `eval_max_queries`.
+SciFact corpus in the shared data), `collection`, chunk settings, `eval_max_queries`. A `source` must lie
+under the shared data folder, `<home>/documents` or a folder in `FLIGHTLINE_RAG_SOURCE_ROOTS`: whoever
+may trigger this DAG could otherwise make any text file on the machine searchable over HTTP.
 """
 
 from __future__ import annotations
@@ -27,7 +29,9 @@ RAG_CHUNKS = Asset(name="rag_chunks", uri="flightline://rag/chunks")
     tags=["rag", "embeddings"],
     default_args={"retries": 2, "retry_delay": pendulum.duration(minutes=1)},
     params={
-        "source": Param("", type="string", description="folder or BEIR corpus; empty: shared SciFact"),
+        "source": Param(
+            "", type="string", description="folder or BEIR corpus under an allowed root; empty: shared SciFact"
+        ),
         "collection": Param("scifact", type="string", pattern=r"^[a-z][a-z0-9_-]{0,62}$"),
         "chunk_size": Param(None, type=["null", "integer"], minimum=16, description="words; null: setting"),
         "chunk_overlap": Param(None, type=["null", "integer"], minimum=0, description="words; null: setting"),
@@ -49,6 +53,7 @@ def embedding_ingestion() -> None:
         assert params is not None
         source = Path(str(params["source"])) if params["source"] else settings.shared_data_dir / "scifact"
         try:
+            source = ingestion.check_source_allowed(settings, source)
             report = ingestion.ingest_source(
                 settings,
                 source,

@@ -154,8 +154,20 @@ class Settings(BaseSettings):
         default=PROJECT_DIR.parent / "shared" / "data",
         description="example data shipped beside the repository (SciFact)",
     )
+    rag_source_roots: str = Field(
+        default="",
+        description="more folders (separated by os.pathsep) whose documents an embedding_ingestion run may "
+        "read; the shared data folder and <home>/documents always",
+    )
 
     # ---- derived paths -------------------------------------------------------------------------
+    @property
+    def rag_allowed_roots(self) -> list[Path]:
+        """Folders a triggered ingestion may read: whoever may trigger a DAG should not make any file on the
+        machine searchable over the serving API."""
+        extra = [Path(part) for part in self.rag_source_roots.split(os.pathsep) if part.strip()]
+        return [self.shared_data_dir, self.home / "documents", *extra]
+
     @property
     def logs_dir(self) -> Path:
         return self.home / "logs"

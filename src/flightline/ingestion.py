@@ -113,6 +113,27 @@ def load_documents(source: Path) -> list[Document]:
     return documents
 
 
+def check_source_allowed(settings: Settings, source: Path) -> Path:
+    """``source`` resolved (symlinks followed) if it lies under one of ``settings.rag_allowed_roots``.
+
+    For runs whose source comes from a DAG trigger: the person triggering may not be allowed to read the
+    machine's files, and what is ingested can be searched over HTTP.
+
+    Raises:
+        FlightlineConfigError: naming the allowed folders and the setting that adds one.
+    """
+    from flightline.errors import FlightlineConfigError
+
+    resolved = source.expanduser().resolve()
+    roots = [root.expanduser().resolve() for root in settings.rag_allowed_roots]
+    if not any(resolved.is_relative_to(root) for root in roots):
+        raise FlightlineConfigError(
+            f"source {source} is outside the folders an ingestion run may read ({', '.join(map(str, roots))}); "
+            "put the documents under one, or have an operator add their folder to FLIGHTLINE_RAG_SOURCE_ROOTS"
+        )
+    return resolved
+
+
 def _load_beir(path: Path, problems: list[str]) -> list[Document]:
     documents = []
     with path.open("rb") as handle:

@@ -55,3 +55,22 @@ def test_valid_documents_load_as_before(tmp_path: Path) -> None:
     assert (document.doc_id, document.title, document.text, document.metadata) == (
         "7", "T", "body", {"year": 2020, "tags": ["a"]}
     )
+
+
+def test_a_source_must_lie_under_an_allowed_root(tmp_path: Path) -> None:
+    import os
+
+    from flightline.config import Settings
+    from flightline.errors import FlightlineConfigError
+    from flightline.ingestion import check_source_allowed
+
+    home, shared, extra, outside = (tmp_path / name for name in ("home", "shared", "extra", "outside"))
+    settings = Settings(home=home, shared_data_dir=shared, rag_source_roots=f"{extra}{os.pathsep}")
+    for allowed in (shared / "scifact", home / "documents" / "team", extra / "a" / "b"):
+        assert check_source_allowed(settings, allowed) == allowed.resolve()
+    (home / "documents").mkdir(parents=True)
+    (home / "documents" / "link").symlink_to(outside)
+    for refused in (outside, home / "documents" / "link", home / "documents" / ".." / "secrets.json", home):
+        with pytest.raises(FlightlineConfigError, match="outside the folders an ingestion run may read") as info:
+            check_source_allowed(settings, refused)
+        assert "FLIGHTLINE_RAG_SOURCE_ROOTS" in str(info.value) and str(extra) in str(info.value)
