@@ -28,7 +28,7 @@ from ray import serve
 from ray.serve import Application
 from ray.serve.handle import DeploymentHandle
 
-from flightline.errors import FlightlineConfigError, NotFoundError
+from flightline.errors import FlightlineConfigError, NotFoundError, ServiceError
 from flightline.request_limits import BodySizeLimit, validation_errors
 from flightline.schemas_rag import EmbeddingRequest, EmbeddingResponse, SearchRequest, SearchResponse
 from flightline.schemas_serving import BatchIn, BatchOut, FlightIn, PredictionOut
@@ -167,6 +167,8 @@ class FlightRouter:
             raise HTTPException(status_code=404, detail=str(exc)) from exc
         except FlightlineConfigError as exc:
             raise HTTPException(status_code=409, detail=str(exc)) from exc
+        except ServiceError as exc:
+            raise HTTPException(status_code=503, detail=str(exc)) from exc
 
     def _rag(self) -> DeploymentHandle:
         if self._retrieval is None:

@@ -14,6 +14,9 @@ from pydantic import BaseModel, Field
 from ray import serve
 from ray.serve import Application
 
+STORE_WAIT_S = 5.0
+"""Longest a search waits for a PostgreSQL connection before it is answered 503."""
+
 
 class RetrievalServiceArgs(BaseModel):
     """Builder arguments (serve config ``args``)."""
@@ -34,18 +37,33 @@ class RetrievalService:
 
         self._settings = get_settings()
         self._embedder = get_embedder(self._settings)
+        # check: a connection that a PostgreSQL restart closed is replaced before a search gets it
         self._pool = ConnectionPool(
-            self._settings.postgres_dsn(self._settings.warehouse_db), min_size=1, max_size=pool_size, open=True
+            self._settings.postgres_dsn(self._settings.warehouse_db), min_size=1, max_size=pool_size, open=True,
+            check=ConnectionPool.check_connection,
         )
 
     def search(self, payload: dict[str, Any]) -> dict[str, Any]:
-        """``POST /v1/rag/search``; raises NotFoundError for an unknown collection."""
+        """``POST /v1/rag/search``; raises NotFoundError for an unknown collection, ServiceError when the
+        document store does not answer (the router's 503): a search waited the pool's 30 s, then was a 500."""
+        import psycopg
+        from psycopg_pool import PoolTimeout
+
         from flightline import retrieval
+        from flightline.errors import ServiceError
         from flightline.schemas_rag import SearchRequest
 
         request = SearchRequest.model_validate(payload)
-        with self._pool.connection() as conn:
-            response = retrieval.search(request, settings=self._settings, embedder=self._embedder, conn=conn)
+        try:
+            with self._pool.connection(timeout=STORE_WAIT_S) as conn:
+                response = retrieval.search(request, settings=self._settings, embedder=self._embedder, conn=conn)
+        except PoolTimeout as exc:
+            raise ServiceError(
+                "postgres", f"no document-store connection within {STORE_WAIT_S:g} s (PostgreSQL down or every "
+                "connection busy); try again shortly"
+            ) from exc
+        except psycopg.OperationalError as exc:
+            raise ServiceError("postgres", f"the document store failed the search ({exc}); try again shortly") from exc
         return response.model_dump()
 
     def embeddings(self, payload: dict[str, Any]) -> dict[str, Any]:

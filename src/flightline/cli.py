@@ -135,8 +135,9 @@ def _print_status_table(report: dict[str, dict[str, object]]) -> None:
 
 
 def main() -> None:
-    """Entry point: turn flightline's own errors into one clear line and exit code 1, and arguments that fail
-    the API's schemas (shared with the CLI, e.g. ``rag search --mode``) into pydantic's reasons and exit code 2."""
+    """Entry point: turn flightline's own errors and an unreachable PostgreSQL into one clear line and exit code 1,
+    and arguments that fail the API's schemas (shared with the CLI, e.g. ``rag search --mode``) into pydantic's
+    reasons and exit code 2."""
     from pydantic import ValidationError
 
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
@@ -148,3 +149,11 @@ def main() -> None:
     except ValidationError as error:
         typer.secho(f"error: {error}", fg=typer.colors.RED, err=True)
         sys.exit(2)
+    except Exception as error:
+        psycopg = sys.modules.get("psycopg")  # imported by whichever command reached the database
+        if psycopg is None or not isinstance(error, psycopg.OperationalError):
+            raise
+        reason = str(error).strip().splitlines()[0]
+        typer.secho(f"error: postgres: {reason}; is the platform up? (`flightline status`)", fg=typer.colors.RED,
+                    err=True)
+        sys.exit(1)

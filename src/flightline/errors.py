@@ -10,7 +10,9 @@
 
 from __future__ import annotations
 
+import functools
 from pathlib import Path
+from typing import Any
 
 
 class FlightlineError(Exception):
@@ -26,9 +28,15 @@ class ServiceError(FlightlineError):
 
     def __init__(self, component: str, message: str, *, log: Path | None = None) -> None:
         self.component = component
+        self.message = message
         self.log = log
         hint = f" (see {log})" if log else ""
         super().__init__(f"{component}: {message}{hint}")
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        """Rebuilt from its fields, not from ``args`` (the formatted message), so that it survives pickling:
+        a RetrievalService replica raising it reached the router as a TypeError, answered 500."""
+        return functools.partial(type(self), log=self.log), (self.component, self.message)
 
 
 class PortInUseError(ServiceError):

@@ -53,3 +53,20 @@ def test_rag_search_arguments_that_fail_the_api_schema_exit_2_with_the_reason(ar
     assert result.returncode == 2, result.stderr
     assert result.stderr.startswith("error: 1 validation error for SearchRequest") and reason in result.stderr
     assert "Traceback" not in result.stderr
+
+
+@pytest.mark.parametrize("command", [["rag", "search", "prion"], ["serve", "traffic", "show"], ["serve", "report"]])
+def test_commands_that_reach_postgres_say_so_in_one_line_when_it_does_not_answer(command: list[str]) -> None:
+    """They printed psycopg's OperationalError under a traceback."""
+    import os
+    import subprocess
+    import sys
+
+    from flightline.processes import free_port
+
+    env = {**os.environ, "FLIGHTLINE_POSTGRES_PORT": str(free_port())}  # nothing listens there
+    result = subprocess.run([sys.executable, "-m", "flightline", *command], capture_output=True, text=True,
+                            timeout=120, env=env)
+    assert result.returncode == 1, result.stderr
+    assert result.stderr.startswith("error: postgres: connection failed") and "is the platform up?" in result.stderr
+    assert "Traceback" not in result.stderr

@@ -112,3 +112,30 @@ def test_the_largest_embedding_request_the_schema_allows_is_answered(rag_url: st
 def test_embeddings_reject_unknown_model_and_bad_input(rag_url: str) -> None:
     assert httpx.post(f"{rag_url}/v1/embeddings", json={"input": "x", "model": "gpt-4"}, timeout=30).status_code == 404
     assert httpx.post(f"{rag_url}/v1/embeddings", json={"input": []}, timeout=30).status_code == 422
+
+
+def test_search_answers_503_with_the_reason_while_the_document_store_refuses_connections(
+    rag_url: str, platform: Settings, scifact_subset: str
+) -> None:
+    """A search waited the connection pool's 30 s, then was a 500 without a reason (and the ServiceError it
+    now raises in RetrievalService could not cross to the router: it did not unpickle)."""
+    import time
+
+    from flightline.database import connect
+
+    body = {"query": "prion protein", "k": 3, "collection": scifact_subset}
+    db = platform.warehouse_db
+    with connect(platform, "postgres", autocommit=True) as admin:
+        admin.execute(f'alter database "{db}" allow_connections false')
+        try:
+            admin.execute("select pg_terminate_backend(pid) from pg_stat_activity where datname = %s", (db,))
+            began = time.monotonic()
+            response = httpx.post(f"{rag_url}/v1/rag/search", json=body, timeout=60)
+            waited = time.monotonic() - began
+        finally:
+            admin.execute(f'alter database "{db}" allow_connections true')
+    assert response.status_code == 503, response.text
+    assert response.json()["detail"].startswith("postgres: no document-store connection within 5 s")
+    assert waited < 20
+    # back as soon as the store is: the pool replaces the connections the outage closed
+    assert httpx.post(f"{rag_url}/v1/rag/search", json=body, timeout=30).status_code == 200
