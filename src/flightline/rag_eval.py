@@ -153,7 +153,7 @@ def evaluate(
             )
         vectors = embedder.embed([queries[qid] for qid in query_ids])
         report = EvalReport(collection=collection, split=split, queries=len(query_ids))
-        doc_of = dict(
+        doc_of: dict[str, str] = dict(
             conn.execute("select chunk_id, doc_id from rag_chunks where collection = %s", (collection,)).fetchall()
         )
         for mode in modes:

@@ -241,6 +241,7 @@ class RequestBatcher:
     async def _score_batch(self, batch: list[tuple[Any, float, asyncio.Future[Any]]]) -> None:
         self.batches += 1
         self.largest_batch = max(self.largest_batch, len(batch))
+        error: Exception | None
         try:
             results = await self._score([item for item, _, _ in batch], [at for _, at, _ in batch])
         except asyncio.CancelledError:

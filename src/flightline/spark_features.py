@@ -26,7 +26,7 @@ from flightline.errors import NotFoundError
 
 if TYPE_CHECKING:
     import pandas as pd
-    from pyspark.sql import DataFrame, SparkSession
+    from pyspark.sql import Column, DataFrame, SparkSession
 
     from flightline.config import Settings
 
@@ -140,7 +140,7 @@ def _grid(spark: SparkSession, keys: DataFrame, start: dt.datetime, end: dt.date
     return keys.crossJoin(buckets)
 
 
-def _bucket(column: str, start: dt.datetime, step_s: int):  # noqa: ANN202 - a pyspark Column
+def _bucket(column: str, start: dt.datetime, step_s: int) -> Column:
     from pyspark.sql import functions as f
 
     return f.floor((f.unix_timestamp(column) - int(start.timestamp())) / step_s).cast("long")
