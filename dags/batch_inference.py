@@ -27,14 +27,17 @@ BATCH_PREDICTIONS = Asset(name="flight_delay_batch_predictions", uri="flightline
 def batch_inference() -> None:
     @task(outlets=[BATCH_PREDICTIONS])
     def score(params: dict[str, object] | None = None, logical_date: pendulum.DateTime | None = None) -> dict:
+        from airflow.sdk import get_current_context
         from airflow.sdk.exceptions import AirflowFailException
 
         from flightline.batch_inference import day_to_score, score_day
         from flightline.config import get_settings
+        from flightline.dag_conf import check_run_conf
         from flightline.errors import FlightlineConfigError, NotFoundError
 
         assert params is not None and logical_date is not None
         try:
+            check_run_conf(get_current_context())
             return score_day(get_settings(), day_to_score(str(params["day"] or ""), logical_date.date()))
         except (FlightlineConfigError, NotFoundError) as exc:  # a bad day or no champion yet: retries cannot help
             raise AirflowFailException(str(exc)) from exc

@@ -43,16 +43,19 @@ def embedding_ingestion() -> None:
     def sync(params: dict[str, object] | None = None) -> dict[str, object]:
         from pathlib import Path
 
+        from airflow.sdk import get_current_context
         from airflow.sdk.exceptions import AirflowFailException
 
         from flightline import ingestion
         from flightline.config import get_settings
+        from flightline.dag_conf import check_run_conf
         from flightline.errors import DataValidationError, FlightlineConfigError, NotFoundError
 
         settings = get_settings()
         assert params is not None
         source = Path(str(params["source"])) if params["source"] else settings.shared_data_dir / "scifact"
         try:
+            check_run_conf(get_current_context())
             source = ingestion.check_source_allowed(settings, source)
             report = ingestion.ingest_source(
                 settings,

@@ -61,10 +61,12 @@ def flight_delay_training() -> None:
 
             from flightline import lake, training
             from flightline.config import get_settings
+            from flightline.dag_conf import check_run_conf
             from flightline.errors import FlightlineConfigError
 
-            month = _run_month(context)
-            try:  # the params' windows, checked here: not after extract and featurize have run for minutes
+            try:  # conf and windows checked here: not after extract and featurize have run for minutes
+                check_run_conf(context)
+                month = _run_month(context)
                 training.resolve_window(context["params"], month)
             except FlightlineConfigError as exc:
                 raise AirflowFailException(str(exc)) from exc

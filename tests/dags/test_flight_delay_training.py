@@ -305,10 +305,18 @@ def test_a_corrupted_batch_stops_at_validation_and_the_champion_stays(
 
 
 @pytest.mark.integration
-def test_a_window_that_is_not_out_of_time_fails_the_first_task(platform: Settings) -> None:
+@pytest.mark.parametrize(
+    "conf",
+    [
+        {**CONF, "train_end": "2013-03"},  # not out of time
+        {**CONF, "learning_rat": 0.2},  # misspelt: ignored, the default learning rate used, silently
+    ],
+)
+def test_a_bad_conf_fails_the_first_task(platform: Settings, conf: dict[str, object]) -> None:
     """The form's patterns check each month; the windows' order was only checked after extract, validate
-    and featurize had run (minutes): now the first task fails, and nothing else runs."""
-    run = _run({**CONF, "train_end": "2013-03"}, 3)
+    and featurize had run (minutes), and an unknown key not at all: now the first task fails, and nothing
+    else runs."""
+    run = _run(conf, 3)
     states = _states(run)
     assert states["extract.extract_bronze"] == "failed"
     assert all(state != "success" for state in states.values()), states

@@ -114,6 +114,9 @@ def test_maintenance_dag_prunes_the_rows_older_than_its_retention_and_reruns_ide
     client = AirflowClient(platform)
     client.wait_for_dag("serving_maintenance")
     assert client.set_paused("serving_maintenance", False) is False  # returns whether it was paused
+    misspelt = dag.test(run_conf={"keep_dayz": 30})  # Airflow takes it; the default (90 days) would be used
+    assert {ti.task_id: str(ti.state) for ti in misspelt.get_task_instances()} == {"prune_prediction_log": "failed"}
+    assert len(_logged(platform, [{"request_id": r} for r in ages.values()])) == 4
     for _ in range(2):
         run = dag.test(run_conf={"keep_days": 30})
         assert {ti.task_id: str(ti.state) for ti in run.get_task_instances()} == {"prune_prediction_log": "success"}
