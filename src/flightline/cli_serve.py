@@ -102,7 +102,7 @@ def report(
     experiment: str | None = typer.Option(None, help="the policies' experiment name (default: the current policy's)"),
 ) -> None:
     """Champion vs challenger under one experiment: each arm's requests, latency and, where flights'
-    outcomes are known, Brier score and log loss with the difference's 95 % interval; shadow pairs too."""
+    outcomes are known, Brier score and log loss with the difference's 95 % interval, and AUC; shadow pairs too."""
     from flightline.experiments import experiment_report
 
     try:

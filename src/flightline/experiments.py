@@ -7,7 +7,8 @@ name, and sticky hashing keeps each key in its arm through the ramp. From ``serv
   challenger request that the champion answered after a challenger failure stays in the challenger arm
   (intention to treat), so a failing challenger cannot look better by shedding requests;
 - outcomes from ``marts.flights`` (``is_delayed``, once its ``outcome_known_at`` has passed), joined on the
-  flight's carrier, number, airports and scheduled departure; Brier score and log loss per arm;
+  flight's carrier, number, airports and scheduled departure; Brier score, log loss and AUC per arm
+  (AUC as a point estimate: how well each arm's model ranks the flights it scored);
 - challenger minus champion with a 95 % interval. Requests with one sticky key (a flight asked for again,
   one user's flights) always land in the same arm and are not independent, so standard errors are
   clustered by the key (CR1); a verdict names a winner only when the whole interval is on one side of 0;
@@ -80,6 +81,19 @@ with losses as (
     from logged
     where not is_shadow and routed_variant is not null and prediction is not null and outcome is not null
 )"""
+
+# AUC per arm by Mann-Whitney: the positives' mean rank among the arm's scored rows, ties at their average rank
+_ARM_AUC = """
+with ranked as (
+    select routed_variant as grp, outcome,
+           rank() over (partition by routed_variant order by prediction)
+             + (count(*) over (partition by routed_variant, prediction) - 1) / 2.0 as rank
+    from logged
+    where not is_shadow and routed_variant is not null and prediction is not null and outcome is not null
+)
+select grp, count(*) filter (where outcome = 1), count(*) filter (where outcome = 0),
+       sum(rank) filter (where outcome = 1)
+from ranked group by grp"""
 
 _PAIRS = """
 with pairs as (
@@ -192,8 +206,9 @@ def experiment_report(settings: Settings, experiment: str | None = None) -> dict
         for arm, answered_by, version, count in run(_VERSIONS):
             arms[arm]["versions"].append({"answered_by": answered_by, "version": version, "requests": count})
         losses = _losses(run(_ARM_LOSSES + _CLUSTERED))
+        aucs = {grp: _auc(positives, negatives, rank_sum) for grp, positives, negatives, rank_sum in run(_ARM_AUC)}
         for arm, (n, rate, estimates) in losses.items():
-            arms[arm]["outcomes"] = {"known": n, "delay_rate": rate,
+            arms[arm]["outcomes"] = {"known": n, "delay_rate": rate, "auc": aucs.get(arm),
                                      **{loss: est.as_dict() for loss, est in estimates.items()}}
         report: dict[str, Any] = {
             "experiment": experiment,
@@ -225,6 +240,13 @@ def experiment_report(settings: Settings, experiment: str | None = None) -> dict
                 shadow["challenger_minus_champion"] = _compare(estimates, enough=n >= MIN_OUTCOMES)
             report["shadow"] = shadow
         return report
+
+
+def _auc(positives: int, negatives: int, positive_rank_sum: Any) -> float | None:
+    """ROC AUC from the positives' rank sum; None until both outcomes occur (it is undefined)."""
+    if not positives or not negatives:
+        return None
+    return (float(positive_rank_sum) - positives * (positives + 1) / 2) / (positives * negatives)
 
 
 def _losses(rows: list[tuple[Any, ...]]) -> dict[str, tuple[int, float, dict[str, Estimate]]]:

@@ -82,6 +82,7 @@ def _interval(mean: float, variance: float) -> list[float]:
 def test_ab_report_scores_each_arm_against_outcomes_and_pairs_the_shadow(
     serve_url: str, platform: Settings, models: dict[str, str]
 ) -> None:
+    from sklearn.metrics import roc_auc_score
     from typer.testing import CliRunner
 
     from flightline.cli import app
@@ -124,6 +125,7 @@ def test_ab_report_scores_each_arm_against_outcomes_and_pairs_the_shadow(
         p = np.array([answers[i]["delay_probability"] for i in scored])
         y = np.array([known[numbers[i]] for i in scored], dtype=float)
         assert got["outcomes"]["known"] == len(scored) and got["outcomes"]["delay_rate"] == pytest.approx(y.mean())
+        assert got["outcomes"]["auc"] == pytest.approx(roc_auc_score(y, p), rel=1e-12)
         for loss, values in (("brier", (p - y) ** 2), ("log_loss", -(y * np.log(p) + (1 - y) * np.log(1 - p)))):
             mean, variance = _clustered(list(values), [str(numbers[i]) for i in scored])
             assert got["outcomes"][loss]["mean"] == pytest.approx(mean, rel=1e-9)
