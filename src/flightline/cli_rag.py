@@ -61,7 +61,7 @@ def evaluate(
         Path | None, typer.Option(help="BEIR folder with queries.jsonl and qrels/; default: SciFact")
     ] = None,
     split: Annotated[str, typer.Option(help="qrels split")] = "train",
-    max_queries: Annotated[int | None, typer.Option(help="evaluate the first N labelled queries only")] = None,
+    max_queries: Annotated[int | None, typer.Option(min=1, help="evaluate the first N labelled queries only")] = None,
     record: Annotated[bool, typer.Option(help="log the metrics to MLflow")] = True,
 ) -> None:
     """nDCG@10, recall@10 and recall@100 per retrieval mode on labelled queries."""

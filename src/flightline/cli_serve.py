@@ -62,8 +62,8 @@ def traffic(
         None, "--rollback-above", help="guard: back to the champion alone once more than this percent of the "
         "requests routed to the challenger fail (canary, ab)",
     ),
-    rollback_after: int = typer.Option(50, "--rollback-after", help="guard: requests routed to the challenger "
-                                       "(in one router replica) before it judges"),
+    rollback_after: int | None = typer.Option(None, "--rollback-after", help="guard: requests routed to the "
+                                              "challenger (in one router replica) before it judges [default: 50]"),
 ) -> None:
     """Show or set the traffic policy; the router applies it within a second, no redeploy.
 
@@ -87,10 +87,13 @@ def traffic(
         raise typer.BadParameter(f"{mode!r} is not one of show, {', '.join(get_args(PolicyMode))}", param_hint="mode")
     if not why:
         raise typer.BadParameter("say why the policy changes: --why TEXT", param_hint="--why")
+    if rollback_after is not None and rollback_above is None:
+        raise typer.BadParameter("sets when the rollback guard judges; the guard needs --rollback-above PERCENT",
+                                 param_hint="--rollback-after")
+    guard = {} if rollback_after is None else {"rollback_min_requests": rollback_after}
     try:
         change = PolicyIn(mode=mode, challenger_percent=percent, shadow=shadow, experiment=experiment,  # type: ignore[arg-type]
-                          set_by=by or actor(), reason=why, rollback_failure_percent=rollback_above,
-                          rollback_min_requests=rollback_after)
+                          set_by=by or actor(), reason=why, rollback_failure_percent=rollback_above, **guard)
         typer.echo(json.dumps(serving.set_policy(settings, change).as_dict()))
     except (ValidationError, FlightlineError) as exc:
         typer.echo(f"error: {exc}", err=True)

@@ -186,6 +186,11 @@ def set_policy(settings: Settings, change: PolicyIn) -> TrafficPolicy:
         raise FlightlineConfigError(
             "mode 'champion' sends no traffic to the challenger; use canary or ab with a percent"
         )
+    if change.mode != "champion" and not change.challenger_percent:
+        raise FlightlineConfigError(
+            f"mode {change.mode!r} with 0 % sends no traffic to the challenger; give a percent above 0, "
+            "or use champion"
+        )
     if change.rollback_failure_percent is not None and not change.challenger_percent:
         raise FlightlineConfigError(
             "a rollback guard watches the requests routed to the challenger, and this policy routes none"

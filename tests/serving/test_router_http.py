@@ -385,6 +385,11 @@ def test_traffic_cli_changes_policy_at_runtime(serve_url: str, platform: Setting
     assert bad.exit_code != 0 and "--why" in bad.output
     bad = runner.invoke(app, ["serve", "traffic", "canery", "-p", "15", "--why", "typo"])
     assert bad.exit_code == 2 and "'canery' is not one of show, champion, canary, ab" in bad.output
+    # options that would be recorded and do nothing: a canary of 0 %, a guard's threshold without the guard
+    bad = runner.invoke(app, ["serve", "traffic", "canary", "--why", "no percent"])
+    assert bad.exit_code == 2 and "with 0 % sends no traffic to the challenger" in bad.output
+    bad = runner.invoke(app, ["serve", "traffic", "ab", "-p", "50", "--rollback-after", "5", "--why", "no guard"])
+    assert bad.exit_code == 2 and "--rollback-above" in bad.output
     done = runner.invoke(app, ["serve", "traffic", "ab", "-p", "50", "--experiment", "cli", "--by", "alice",
                                "--why", "A/B from the CLI"])
     assert done.exit_code == 0, done.output
