@@ -150,8 +150,8 @@ def _server_pid(settings: Settings) -> int | None:
     After a crash or a restart of the machine or container the file stays, and its pid may name another
     process by then: ``up`` waited on that process for its health, then failed, and PostgreSQL refused to
     start, since it only checks that the pid is alive. A lock file whose live pid provably runs no postgres
-    on this data directory (its command line says so) is stale and removed; an unreadable command line
-    is left alone.
+    (its command line's program) is stale and removed. Any postgres is left alone, whatever its data
+    directory's spelling: a running server whose lock file disappears shuts itself down.
     """
     pid_file = settings.pgdata_dir / "postmaster.pid"
     try:
@@ -161,7 +161,7 @@ def _server_pid(settings: Settings) -> int | None:
     if not pid_alive(pid):
         return None
     command = command_line(pid)
-    if command and f"-D {settings.pgdata_dir} " not in f"{command} ":
+    if command and Path(command.split(" ", 1)[0]).name not in ("postgres", "postmaster"):
         log.warning("removing stale %s: its pid %d now runs %r", pid_file, pid, command[:200])
         pid_file.unlink(missing_ok=True)
         return None

@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import subprocess
+import time
 from pathlib import Path
 
-from flightline.processes import process_identity, read_pid, spawn, stop_pid_file
+from flightline.processes import command_line, process_identity, read_pid, spawn, stop_pid_file
 
 
 def test_a_pid_file_whose_pid_another_process_took_is_stale_and_that_process_is_left_alone(tmp_path: Path) -> None:
@@ -24,3 +25,30 @@ def test_a_pid_file_whose_pid_another_process_took_is_stale_and_that_process_is_
     finally:
         bystander.kill()
         bystander.wait()
+
+
+def test_a_postmaster_pid_naming_another_program_is_removed_and_one_naming_a_postgres_is_kept(tmp_path: Path) -> None:
+    """PostgreSQL refuses to start on a lock file whose pid is alive; a running server whose lock file goes
+    shuts down, so only a pid that runs another program makes the file stale."""
+    from flightline import database
+    from flightline.config import Settings
+
+    settings = Settings(home=tmp_path)
+    settings.pgdata_dir.mkdir(parents=True)
+    lock = settings.pgdata_dir / "postmaster.pid"
+    bystander = subprocess.Popen(["sleep", "60"], start_new_session=True)
+    postgres_like = subprocess.Popen(["bash", "-c", "exec -a postgres sleep 60"], start_new_session=True)
+    try:
+        lock.write_text(f"{bystander.pid}\n{settings.pgdata_dir}\n")
+        assert database._server_pid(settings) is None and not lock.exists()
+        assert bystander.poll() is None
+        for _ in range(50):  # until bash has exec'd: its command line is then "postgres 60"
+            if command_line(postgres_like.pid).startswith("postgres "):
+                break
+            time.sleep(0.02)
+        lock.write_text(f"{postgres_like.pid}\n/elsewhere/pgdata\n")
+        assert database._server_pid(settings) == postgres_like.pid and lock.exists()
+    finally:
+        for process in (bystander, postgres_like):
+            process.kill()
+            process.wait()
