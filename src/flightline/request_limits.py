@@ -56,7 +56,8 @@ class BodySizeLimit:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        limit = self.limits.get(scope["path"], self.default)
+        path, root = scope["path"], scope.get("root_path", "")  # path includes the route prefix, if any
+        limit = self.limits.get(path[len(root):] if root and path.startswith(root) else path, self.default)
         for name, value in scope["headers"]:
             if name == b"content-length":
                 size = int(value) if value.isdigit() else 0  # the HTTP parser refuses a malformed one first

@@ -29,3 +29,25 @@ def test_the_embeddings_limit_holds_the_schemas_largest_request_as_json_dumps_wr
     body = json.dumps({"input": [text] * MAX_EMBEDDING_INPUTS, "model": "m" * 200}).encode()
     assert EmbeddingRequest.model_validate_json(body)
     assert len(body) <= BODY_LIMITS["/v1/embeddings"]
+
+
+def test_a_route_prefix_keeps_each_routes_limit() -> None:
+    """Under a Serve route prefix (``/replicas``) the path includes it; the batch route kept only 64 KiB."""
+    import asyncio
+
+    from flightline.request_limits import DEFAULT_BODY_LIMIT, BodySizeLimit
+
+    answered: list[int] = []
+
+    async def app(scope: dict[str, object], receive: object, send: object) -> None:
+        answered.append(200)
+
+    async def send(message: dict[str, object]) -> None:
+        if message["type"] == "http.response.start":
+            answered.append(int(message["status"]))
+
+    size = str(DEFAULT_BODY_LIMIT + 1).encode()
+    for path, root in (("/replicas/v1/predict/flight-delay/batch", "/replicas"), ("/v1/predict/flight-delay", "")):
+        scope = {"type": "http", "path": path, "root_path": root, "headers": [(b"content-length", size)]}
+        asyncio.run(BodySizeLimit(app)(scope, None, send))
+    assert answered == [200, 413]
