@@ -14,7 +14,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from flightline.processes import free_port, process_tree
+from flightline.processes import free_port, process_tree, read_pid
 
 
 def _pss_kib(pid: int) -> int:
@@ -39,8 +39,8 @@ def main() -> None:
     time.sleep(10)  # let the processes settle after their start-up peaks
     memory: dict[str, float] = {}
     for pid_file in sorted((home / "run").glob("*.pid")):
-        pid = int(pid_file.read_text())
-        memory[pid_file.stem] = sum(_pss_kib(p) for p in process_tree(pid)) / 1024
+        pid = read_pid(pid_file)
+        memory[pid_file.stem] = sum(_pss_kib(p) for p in process_tree(pid)) / 1024 if pid else 0.0
     postmaster = int((home / "pgdata" / "postmaster.pid").read_text().splitlines()[0])
     memory["postgres"] = sum(_pss_kib(p) for p in process_tree(postmaster)) / 1024
     subprocess.run([sys.executable, "-m", "flightline", "down"], env=env, check=True, capture_output=True)

@@ -62,7 +62,10 @@ def _listeners() -> list[tuple[str, str]]:
 def test_up_waits_for_a_busy_component_instead_of_starting_it_again(platform) -> None:
     """MLflow and Serve's ingress stopped (SIGSTOP) for a while, as a busy machine can stall them: their
     health probes time out, yet `up` waits for them to answer, starts nothing and says they run."""
-    mlflow_group = int((platform.run_dir / "mlflow.pid").read_text())
+    from flightline.processes import read_pid
+
+    mlflow_group = read_pid(platform.run_dir / "mlflow.pid")
+    assert mlflow_group is not None
     haproxy = [int(pid) for address, owner in _listeners() if address == f"127.0.0.1:{platform.serve_port}"
                for pid in re.findall(r"pid=(\d+)", owner)]
     assert haproxy
