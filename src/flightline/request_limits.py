@@ -8,7 +8,7 @@ route's limit now get a 413 before they are read, and a 422 echoes at most a sho
 from __future__ import annotations
 
 import math
-from collections.abc import Awaitable, Callable, Mapping, MutableMapping
+from collections.abc import Awaitable, Callable, MutableMapping
 from typing import Any
 
 from flightline.schemas_rag import MAX_EMBEDDING_INPUT_CHARS, MAX_EMBEDDING_INPUTS
@@ -46,18 +46,15 @@ class BodySizeLimit:
     A Content-Length over the limit is refused at once; a chunked body is counted as it arrives.
     """
 
-    def __init__(self, app: ASGIApp, limits: Mapping[str, int] = BODY_LIMITS,
-                 default: int = DEFAULT_BODY_LIMIT) -> None:
+    def __init__(self, app: ASGIApp) -> None:
         self.app = app
-        self.limits = dict(limits)
-        self.default = default
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
         path, root = scope["path"], scope.get("root_path", "")  # path includes the route prefix, if any
-        limit = self.limits.get(path[len(root):] if root and path.startswith(root) else path, self.default)
+        limit = BODY_LIMITS.get(path[len(root):] if root and path.startswith(root) else path, DEFAULT_BODY_LIMIT)
         for name, value in scope["headers"]:
             if name == b"content-length":
                 size = int(value) if value.isdigit() else 0  # the HTTP parser refuses a malformed one first

@@ -103,7 +103,7 @@ def ensure_tables(settings: Settings) -> None:
 
 
 def prune_prediction_log(
-    settings: Settings, *, keep_days: int | None = None, now: dt.datetime | None = None, batch_rows: int = 20_000
+    settings: Settings, *, keep_days: int | None = None, batch_rows: int = 20_000
 ) -> dict[str, Any]:
     """Delete prediction-log rows older than ``keep_days`` (default: ``serve_log_retention_days``).
 
@@ -120,7 +120,7 @@ def prune_prediction_log(
     keep = settings.serve_log_retention_days if keep_days is None else keep_days
     if keep < 1:
         raise FlightlineConfigError(f"keep_days must be at least 1, got {keep}")
-    cutoff = (now or dt.datetime.now(dt.UTC)) - dt.timedelta(days=keep)
+    cutoff = dt.datetime.now(dt.UTC) - dt.timedelta(days=keep)
     ensure_tables(settings)
     deleted = 0
     with connect(settings, settings.warehouse_db, autocommit=True) as conn:
