@@ -82,9 +82,9 @@ def score_day(settings: Settings, day: dt.date, *, alias: str = "champion") -> d
     """
     import mlflow
 
-    from flightline import feature_store, registry
+    from flightline import feature_store, registry, serving
     from flightline.database import connect
-    from flightline.errors import NotFoundError
+    from flightline.errors import FlightlineError, NotFoundError
     from flightline.spark_features import spark_session
 
     version = registry.alias_version(settings, alias)
@@ -95,7 +95,7 @@ def score_day(settings: Settings, day: dt.date, *, alias: str = "champion") -> d
     scored_at = dt.datetime.now(dt.UTC)
     rows: list[tuple[Any, ...]] = []
     if len(frame):
-        registry.client(settings)
+        registry.check_servable(settings, str(version.version))  # a clear reason, not a Spark task's traceback
         spark = spark_session(settings)
         columns = ["flight_id", "carrier_code", "origin_airport_code", "dest_airport_code", "tail_number",
                    "scheduled_departure_at"]
@@ -105,6 +105,8 @@ def score_day(settings: Settings, day: dt.date, *, alias: str = "champion") -> d
         )
         # pyspark's annotation of toPandas() does not resolve for mypy (it reads as an unknown type): name it
         scored: pd.DataFrame = sdf.select(*columns, udf(*F.FEATURE_NAMES).alias("delay_probability")).toPandas()
+        if wrong := serving.not_probabilities(scored["delay_probability"].tolist(), len(frame)):
+            raise FlightlineError(f"{alias} v{version.version} {wrong}; the day's predictions are left as they were")
         rows = [
             (day, str(r.flight_id), r.carrier_code, r.origin_airport_code, r.dest_airport_code,
              r.tail_number or None, r.scheduled_departure_at, float(r.delay_probability), settings.model_name,

@@ -45,6 +45,7 @@ def client(settings: Settings) -> MlflowClient:
     # waited ~4 minutes before it failed. 3 retries 1, 2 and 4 s apart take ~10 s; a user's setting wins.
     os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "3")
     os.environ.setdefault("MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR", "1")
+    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")  # a promotion loads the model: no bar
 
     mlflow.set_tracking_uri(settings.mlflow_url)
     mlflow.set_registry_uri(settings.mlflow_url)
@@ -215,12 +216,35 @@ def _set_alias(settings: Settings, alias: str, version: str, *, by: str, why: st
     current = alias_version(settings, alias)
     if current is not None and str(current.version) == str(version):
         return False
+    try:
+        check_servable(settings, version)
+    except FlightlineError as exc:
+        raise FlightlineError(f"{exc}; {alias!r} stays where it is") from exc
     mlflow_client = client(settings)
     mlflow_client.set_registered_model_alias(settings.model_name, alias, str(version))
     record = json.dumps({"by": by, "at": _now(), "why": why[:4000]})
     mlflow_client.set_model_version_tag(settings.model_name, str(version), f"flightline.{alias}", record)
     log.info("%s -> v%s by %s: %s", alias, version, by, why)
     return True
+
+
+def check_servable(settings: Settings, version: str) -> None:
+    """Load the version and probe it as serving will, before an alias or a batch job points it at flights.
+
+    Raises:
+        FlightlineError: naming the version and what it did wrong.
+    """
+    from flightline import serving
+
+    client(settings)
+    name = settings.model_name
+    try:
+        serving.load_servable(f"models:/{name}/{version}")
+    except FlightlineError as exc:
+        raise FlightlineError(f"version {version} of {name!r} cannot serve flights: {exc}") from exc
+    except Exception as exc:  # noqa: BLE001 - missing artifacts, a flavor not installed, ...: all unservable
+        raise FlightlineError(f"version {version} of {name!r} cannot be loaded: {type(exc).__name__}: "
+                              f"{str(exc)[:300]}") from exc
 
 
 def _ensure_model(mlflow_client: MlflowClient, name: str) -> None:

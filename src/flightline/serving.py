@@ -537,10 +537,12 @@ class AliasedModel:
         self.rows_scored = 0
         self._count_lock = threading.Lock()
         self._stop_following = threading.Event()
+        self._refused: tuple[str, str] | None = None  # (version, why): not loaded again every poll
 
     def refresh(self) -> bool:
         """Load the alias's version if it moved; True when a new version was swapped in."""
         from flightline import registry
+        from flightline.errors import FlightlineError
 
         try:
             version = registry.alias_version(self.settings, self.alias)
@@ -549,11 +551,18 @@ class AliasedModel:
                 return False
             number = str(version.version)
             if self.current is not None and self.current[1] == number:
+                self.error = None  # an earlier failed read, or a refused version the alias left again
                 return False
-            import mlflow
-
+            if self._refused is not None and self._refused[0] == number:
+                self._refuse(*self._refused)
+                return False
             registry.client(self.settings)
-            model = mlflow.pyfunc.load_model(f"models:/{self.settings.model_name}/{number}")
+            try:
+                model = load_servable(f"models:/{self.settings.model_name}/{number}")
+            except FlightlineError as exc:
+                self._refuse(number, str(exc))
+                log.error("%s: %s", self.alias, self.error)
+                return False
             self.current = (_fast_path(model) or model, number)
             self.error = None
             log.info("%s now serves %s v%s", self.alias, self.settings.model_name, number)
@@ -562,6 +571,12 @@ class AliasedModel:
             self.error = f"{type(exc).__name__}: {exc}"
             log.exception("could not refresh %s", self.alias)
             return False
+
+    def _refuse(self, number: str, why: str) -> None:
+        """Remember a version that cannot serve, and report it: the loaded version goes on serving."""
+        self._refused = (number, why)
+        kept = f"; still serving v{self.current[1]}" if self.current else ""
+        self.error = f"v{number} is not served: {why}{kept}"
 
     def follow(self, poll_s: float, on_swap: Callable[[], None] | None = None) -> threading.Thread:
         """Re-read the alias every ``poll_s`` in a daemon thread (started here, returned for health checks),
@@ -645,6 +660,75 @@ def predict_rows(model: Any, rows: list[list[float]]) -> list[float]:
     return [float(p) for p in (output[:, -1] if output.ndim == 2 else output)]
 
 
+def load_servable(uri: str) -> Any:
+    """Load a model for serving, or raise FlightlineError when it cannot serve. Its inputs are checked from
+    the MLmodel file first, so a foreign model's flavor (and its imports: torch) is never loaded."""
+    import mlflow
+
+    check_inputs(mlflow.models.get_model_info(uri).signature)
+    model = mlflow.pyfunc.load_model(uri)
+    check_servable(model)
+    return model
+
+
+_PROBE_DEPARTURE = dt.datetime(2013, 6, 1, 16, 0, tzinfo=dt.UTC)
+
+
+def check_servable(model: Any) -> None:
+    """Raise unless the model scores the rows serving sends it to one probability each.
+
+    The probe rows are an unknown flight's (every stored feature at its fallback, as with the store down)
+    and one with every stored feature 0. Serving follows an alias wherever it moves, by our CLI or in
+    MLflow's UI: a version with other inputs, or that fails on missing values, would turn every answer
+    into the fallback, so neither the registry nor the router puts one in front of traffic.
+
+    Raises:
+        FlightlineError: naming what the model did wrong.
+    """
+    import math
+
+    from flightline.errors import FlightlineError
+    from flightline.features import FEATURE_NAMES, REQUEST_FEATURES, departure_clocks
+    from flightline.online_features import FALLBACK_VALUES
+
+    check_inputs(model.metadata.signature)
+    clock = dict(zip(REQUEST_FEATURES, departure_clocks([_PROBE_DEPARTURE])[0], strict=True))
+    rows = [[clock.get(name, FALLBACK_VALUES.get(name, math.nan)) for name in FEATURE_NAMES],
+            [clock.get(name, 0.0) for name in FEATURE_NAMES]]
+    try:
+        probabilities = predict_rows(model, rows)
+    except Exception as exc:  # noqa: BLE001 - any failure of the model's own code is the answer
+        said = " ".join(str(exc).split())
+        said = said if len(said) <= 400 else f"{said[:200]} ... {said[-200:]}"  # MLflow's end says what
+        raise FlightlineError(f"it fails on the rows serving sends: {type(exc).__name__}: {said}") from exc
+    if wrong := not_probabilities(probabilities, len(rows)):
+        raise FlightlineError(f"it {wrong}")
+
+
+def check_inputs(signature: Any) -> None:
+    """Raise when a model's logged signature names inputs that serving does not send (read before loading
+    it: the MLmodel file is enough). A model without a signature is left to the probe."""
+    from flightline.errors import FlightlineError
+    from flightline.features import FEATURE_NAMES
+
+    schema = signature.inputs if signature is not None else None
+    if schema is None or not schema.has_input_names():
+        return
+    unknown = [name for name in schema.input_names() if name not in FEATURE_NAMES]
+    if unknown:
+        raise FlightlineError(f"it takes inputs serving does not have: {', '.join(map(str, unknown[:10]))}"
+                              f"{' ...' if len(unknown) > 10 else ''} (serving sends the {len(FEATURE_NAMES)} "
+                              "columns of flightline.features.FEATURE_NAMES)")
+
+
+def not_probabilities(answer: list[float], rows: int) -> str | None:
+    """What is wrong with a model's answer for ``rows`` rows, or None when it is one probability a row."""
+    if len(answer) == rows and all(0.0 <= p <= 1.0 for p in answer):  # NaN is refused too
+        return None
+    shown = f"{answer[:4]}{' ...' if len(answer) > 4 else ''}"
+    return f"answered {shown} for {rows} rows, not one probability in [0, 1] each"
+
+
 # ---- the router's core ---------------------------------------------------------------------------
 Scorer = Callable[[list[list[float]]], Awaitable[tuple[list[float], str]]]
 """Scores model rows; returns probabilities and the model version that answered."""
@@ -692,6 +776,9 @@ class Router:
         except Exception as exc:  # noqa: BLE001 - any model failure is routed around, and reported
             breaker.failure()
             return None, None, f"{variant} failed: {type(exc).__name__}: {str(exc)[:200]}"
+        if wrong := not_probabilities(probs, len(rows)):  # a 500 (JSON has no NaN) or a wrong answer: a failure
+            breaker.failure()
+            return None, None, f"{variant} {wrong}"
         breaker.success()
         return probs, version, None
 

@@ -6,7 +6,14 @@ from collections.abc import Iterator
 from typing import TYPE_CHECKING
 
 import pytest
-from serving_fixtures import register_code_model, seed_features, set_alias, train_small, wait_for_versions
+from serving_fixtures import (
+    register_code_model,
+    register_other_inputs_model,
+    seed_features,
+    set_alias,
+    train_small,
+    wait_for_versions,
+)
 
 if TYPE_CHECKING:
     from flightline.config import Settings
@@ -14,12 +21,15 @@ if TYPE_CHECKING:
 
 @pytest.fixture(scope="session")
 def models(platform: Settings) -> dict[str, str]:
-    """Versions: champion, challenger (LightGBM), slow (sleeps 2 s), broken (raises)."""
+    """Versions: champion, challenger (LightGBM), slow (sleeps 2 s), broken (raises after its first call),
+    nan (answers NaN after its first call), other_inputs (a classifier of other columns: serving refuses it)."""
     versions = {
         "champion": train_small(platform, seed=1),
         "challenger": train_small(platform, seed=2),
         "slow": register_code_model(platform, delay_s=2.0),
-        "broken": register_code_model(platform, fail=True),
+        "broken": register_code_model(platform, fail_after_calls=1),
+        "nan": register_code_model(platform, nan_after_calls=1),
+        "other_inputs": register_other_inputs_model(platform),
     }
     set_alias(platform, "champion", versions["champion"])
     set_alias(platform, "challenger", versions["challenger"])

@@ -108,7 +108,27 @@ def register_code_model(settings: Settings, **config: Any) -> str:
     return str(mlflow.register_model(info.model_uri, settings.model_name, await_registration_for=60).version)
 
 
+def register_other_inputs_model(settings: Settings) -> str:
+    """A scikit-learn classifier of three made-up columns, registered under the served model's name: what
+    a user may register and point an alias at in MLflow's UI, which serving cannot feed."""
+    import mlflow
+    import numpy as np
+    import pandas as pd
+    from sklearn.linear_model import LogisticRegression
+
+    from flightline import registry
+
+    X = pd.DataFrame(np.random.default_rng(3).random((50, 3)), columns=["a", "b", "c"])
+    classifier = LogisticRegression().fit(X, X["a"] > 0.5)
+    registry.client(settings)
+    with mlflow.start_run(run_name="serving-test-other-inputs"):
+        info = mlflow.sklearn.log_model(classifier, name="model", input_example=X.head(2),
+                                        pip_requirements=["scikit-learn"])
+    return str(mlflow.register_model(info.model_uri, settings.model_name, await_registration_for=60).version)
+
+
 def set_alias(settings: Settings, alias: str, version: str) -> None:
+    """Move an alias as MLflow's UI or API would: no flightline check on the way."""
     from flightline import registry
 
     registry.client(settings).set_registered_model_alias(settings.model_name, alias, version)

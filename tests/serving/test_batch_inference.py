@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING
 
 import httpx
 import pytest
-from serving_fixtures import DEPARTURE, FLIGHT_ID, flight, seed_flight
+from serving_fixtures import DEPARTURE, FLIGHT_ID, flight, seed_flight, set_alias
 
 if TYPE_CHECKING:
     from flightline.config import Settings
@@ -45,6 +45,37 @@ def test_score_day_matches_online_and_reruns_idempotently(
     online = httpx.post(f"{serve_url}/v1/predict/flight-delay", json=flight(), timeout=30).json()
     assert online["model_version"] == models["champion"]
     assert batch == pytest.approx(online["delay_probability"], abs=1e-9)
+
+
+def test_a_champion_that_cannot_serve_fails_the_day_and_leaves_its_rows(
+    serve_url: str, platform: Settings, models: dict[str, str]
+) -> None:
+    from zoneinfo import ZoneInfo
+
+    from flightline import features as F
+    from flightline.batch_inference import score_day
+    from flightline.database import connect
+    from flightline.errors import FlightlineError
+
+    seed_flight(platform)
+    day = DEPARTURE.astimezone(ZoneInfo(F.LOCAL_TZ)).date()
+    scored = score_day(platform, day)
+
+    def day_rows() -> list[tuple[object, ...]]:
+        with connect(platform, platform.warehouse_db) as conn:
+            return conn.execute("select flight_id, delay_probability, model_version, scored_at "
+                                "from serving.batch_predictions where prediction_date = %s order by flight_id",
+                                (day,)).fetchall()
+
+    before = day_rows()
+    set_alias(platform, "champion", models["other_inputs"])  # moved in MLflow's UI: no registry check
+    try:
+        wrong = rf"^version {models['other_inputs']} of '{platform.model_name}' cannot serve flights: it takes inputs"
+        with pytest.raises(FlightlineError, match=wrong):
+            score_day(platform, day)
+    finally:
+        set_alias(platform, "champion", models["champion"])
+    assert len(before) == scored["flights"] and day_rows() == before
 
 
 def test_dag_run_scores_the_day_after_its_logical_date(

@@ -11,6 +11,7 @@ import json
 import threading
 import time
 import uuid
+from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -301,6 +302,57 @@ def test_alias_change_reaches_serving_without_dropping_requests(
     assert body["model_version"] == models["challenger"]
     set_alias(platform, "champion", models["champion"])
     wait_for_versions(serve_url, {"champion": models["champion"]}, timeout=30)
+
+
+def test_a_version_that_cannot_serve_is_refused_by_registry_and_router(
+    serve_url: str, platform: Settings, models: dict[str, str]
+) -> None:
+    from flightline import registry
+    from flightline.errors import FlightlineError
+
+    def champion_when(done: Callable[[dict[str, Any]], bool]) -> dict[str, Any]:
+        deadline, champion = time.monotonic() + 60, {}
+        while not (champion and done(champion)) and time.monotonic() < deadline:
+            time.sleep(0.5)
+            champion = httpx.get(f"{serve_url}/v1/serving/status", timeout=10).json()["models"]["champion"]
+        return champion
+
+    other, served = models["other_inputs"], models["champion"]
+    refused = r"cannot serve flights: it takes inputs serving does not have: a, b, c .*; .champion. stays where it is$"
+    with pytest.raises(FlightlineError, match=refused):
+        registry.promote(platform, other, by="tests", why="a model of other columns")
+    assert str(registry.alias_version(platform, "champion").version) == served
+
+    for _ in range(2):  # the second time the router remembers the version it refused
+        set_alias(platform, "champion", other)  # as MLflow's UI would: the router must refuse it
+        try:
+            champion = champion_when(lambda c: c["error"] is not None)
+            assert champion["version"] == served, champion
+            assert champion["error"].startswith(f"v{other} is not served: it takes inputs serving does not have: a")
+            assert champion["error"].endswith(f"; still serving v{served}")
+            body = httpx.post(f"{serve_url}{PREDICT}", json=flight(), timeout=30).json()
+            assert body["variant"] == "champion" and body["model_version"] == served
+        finally:
+            set_alias(platform, "champion", served)
+        assert champion_when(lambda c: c["error"] is None)["error"] is None  # back on the served version
+
+
+def test_an_answer_that_is_not_a_probability_is_the_models_failure_not_a_500(
+    serve_url: str, platform: Settings, models: dict[str, str]
+) -> None:
+    set_alias(platform, "challenger", models["nan"])  # answers NaN once past the load-time probe
+    wait_for_versions(serve_url, {"challenger": models["nan"]}, timeout=60)
+    set_policy(platform, mode="canary", challenger_percent=100)
+    try:
+        response = httpx.post(f"{serve_url}{PREDICT}", json=flight(), timeout=30)
+        assert response.status_code == 200, response.text
+        body = response.json()
+        assert body["variant"] == "champion" and body["model_version"] == models["champion"]
+        assert body["fallback_reason"] == "challenger answered [nan] for 1 rows, not one probability in [0, 1] each"
+    finally:
+        set_policy(platform, mode="champion")
+        set_alias(platform, "challenger", models["challenger"])
+        wait_for_versions(serve_url, {"challenger": models["challenger"]}, timeout=60)
 
 
 def test_challenger_timeout_trips_breaker_and_champion_answers(
