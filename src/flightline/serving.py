@@ -674,8 +674,9 @@ def load_servable(uri: str) -> Any:
 _PROBE_DEPARTURE = dt.datetime(2013, 6, 1, 16, 0, tzinfo=dt.UTC)
 
 
-def check_servable(model: Any) -> None:
-    """Raise unless the model scores the rows serving sends it to one probability each.
+def check_servable(model: Any, *, timeout_s: float = 60.0) -> None:
+    """Raise unless the model scores the rows serving sends it to one probability each, within ``timeout_s``
+    (a model that hangs would otherwise hang the alias follower, and no later move would reach serving).
 
     The probe rows are an unknown flight's (every stored feature at its fallback, as with the store down)
     and one with every stored feature 0. Serving follows an alias wherever it moves, by our CLI or in
@@ -695,12 +696,26 @@ def check_servable(model: Any) -> None:
     clock = dict(zip(REQUEST_FEATURES, departure_clocks([_PROBE_DEPARTURE])[0], strict=True))
     rows = [[clock.get(name, FALLBACK_VALUES.get(name, math.nan)) for name in FEATURE_NAMES],
             [clock.get(name, 0.0) for name in FEATURE_NAMES]]
-    try:
-        probabilities = predict_rows(model, rows)
-    except Exception as exc:  # noqa: BLE001 - any failure of the model's own code is the answer
+    outcome: dict[str, Any] = {}
+
+    def probe() -> None:
+        try:
+            outcome["answer"] = predict_rows(model, rows)
+        except Exception as exc:  # noqa: BLE001 - any failure of the model's own code is the answer
+            outcome["error"] = exc
+
+    # a daemon thread: a call that hangs is left behind, and never holds up the process's exit
+    thread = threading.Thread(target=probe, name="servable-probe", daemon=True)
+    thread.start()
+    thread.join(timeout_s)
+    if thread.is_alive():
+        raise FlightlineError(f"it did not answer the rows serving sends in {timeout_s:g} s")
+    if "error" in outcome:
+        exc = outcome["error"]
         said = " ".join(str(exc).split())
         said = said if len(said) <= 400 else f"{said[:200]} ... {said[-200:]}"  # MLflow's end says what
         raise FlightlineError(f"it fails on the rows serving sends: {type(exc).__name__}: {said}") from exc
+    probabilities = outcome["answer"]
     if wrong := not_probabilities(probabilities, len(rows)):
         raise FlightlineError(f"it {wrong}")
 

@@ -60,3 +60,14 @@ def test_an_answer_that_is_not_a_probability_is_refused(tmp_path: Path) -> None:
     minutes_late = pd.Series(np.linspace(20, 90, len(X)))  # a regressor of minutes, not a probability
     with pytest.raises(FlightlineError, match=r"not one probability in \[0, 1\] each"):
         check_servable(_saved(tmp_path, _booster(X, minutes_late, "regression"), X))
+
+
+def test_a_model_that_does_not_answer_in_time_is_refused(tmp_path: Path) -> None:
+    import mlflow
+
+    slow = Path(__file__).parents[1] / "serving" / "slow_model.py"  # a models-from-code pyfunc that sleeps
+    mlflow.pyfunc.save_model(tmp_path / "model", python_model=str(slow), model_config={"delay_s": 3})
+    model = mlflow.pyfunc.load_model(str(tmp_path / "model"))
+    with pytest.raises(FlightlineError, match=r"^it did not answer the rows serving sends in 0.5 s$"):
+        check_servable(model, timeout_s=0.5)
+    check_servable(model, timeout_s=10)  # the same model, given the time it takes
