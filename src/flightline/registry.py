@@ -138,8 +138,8 @@ def promote(settings: Settings, version: str, *, by: str | None = None, why: str
     mlflow_client = client(settings)
     _get_version(mlflow_client, settings.model_name, version)
     moved = _set_alias(settings, CHAMPION, str(version), by=by or actor(), why=why)
-    if moved:
-        history = _history(mlflow_client, settings.model_name)
+    history = _history(mlflow_client, settings.model_name)
+    if moved and history[-1:] != [str(version)]:  # not twice in a row: the alias had been moved outside flightline
         history.append(str(version))
         mlflow_client.set_registered_model_tag(settings.model_name, _HISTORY, json.dumps(history[-100:]))
     return {"version": str(version), "moved": moved}
@@ -155,13 +155,15 @@ def rollback(settings: Settings, *, by: str | None = None, why: str) -> dict[str
     mlflow_client = client(settings)
     history = _history(mlflow_client, settings.model_name)
     current = alias_version(settings, CHAMPION)
-    if current is None or len(history) < 2:
+    earlier = list(history)
+    while earlier and current is not None and earlier[-1] == str(current.version):
+        earlier.pop()  # the current champion's own entries (one, or more when it was moved outside flightline)
+    if current is None or not earlier:
         raise FlightlineError(
             f"model {settings.model_name!r} has no earlier champion to roll back to (history: {history}); "
             "use `flightline models promote VERSION` instead"
         )
-    history.pop()
-    previous = history[-1]
+    history, previous = earlier, earlier[-1]
     _set_alias(settings, CHAMPION, previous, by=by or actor(), why=f"rollback from v{current.version}: {why}")
     mlflow_client.set_model_version_tag(
         settings.model_name,

@@ -1,0 +1,42 @@
+"""The registry's champion history through promote and rollback, on the real MLflow server.
+
+A model name of its own, so the router's aliases (other tests) are not touched.
+"""
+
+from __future__ import annotations
+
+import uuid
+from typing import TYPE_CHECKING
+
+import pytest
+from serving_fixtures import set_alias, train_small
+
+if TYPE_CHECKING:
+    from flightline.config import Settings
+
+pytestmark = pytest.mark.integration
+
+
+def test_rollback_goes_back_to_the_champion_before_including_moves_outside_flightline(platform: Settings) -> None:
+    from flightline import registry
+    from flightline.errors import FlightlineError
+
+    settings = platform.model_copy(update={"model_name": f"registry_test_{uuid.uuid4().hex[:8]}"})
+    v1, v2, v3 = (train_small(settings, seed=seed) for seed in (11, 12, 13))
+    with pytest.raises(FlightlineError, match="no earlier champion"):
+        registry.rollback(settings, by="tests", why="no champion yet")
+
+    registry.promote(settings, v1, by="tests", why="first")
+    registry.promote(settings, v2, by="tests", why="better")
+    assert registry.rollback(settings, by="tests", why="v2 misbehaves") == {"from": v2, "to": v1}
+    registry.promote(settings, v2, by="tests", why="fixed")
+
+    set_alias(settings, "champion", v3)  # moved in MLflow's UI: the history does not have it
+    assert registry.rollback(settings, by="tests", why="v3 was never ours") == {"from": v3, "to": v2}
+
+    set_alias(settings, "champion", v3)
+    assert registry.promote(settings, v2, by="tests", why="back to v2")["moved"]  # v2 is the history's last already
+    assert registry.rollback(settings, by="tests", why="v2 again") == {"from": v2, "to": v1}  # not "from v2 to v2"
+    assert str(registry.alias_version(settings, "champion").version) == v1
+    with pytest.raises(FlightlineError, match=r"no earlier champion to roll back to \(history: \['" + v1):
+        registry.rollback(settings, by="tests", why="nothing before v1")
