@@ -6,6 +6,7 @@ Each process writes its pid to ``<home>/run/<name>.pid`` and its output to
 
 from __future__ import annotations
 
+import logging
 import os
 import signal
 import socket
@@ -15,6 +16,8 @@ from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 
 from flightline.errors import PortInUseError, ServiceError
+
+log = logging.getLogger(__name__)
 
 
 def port_is_open(host: str, port: int, *, timeout: float = 0.5) -> bool:
@@ -78,11 +81,15 @@ def process_identity(pid: int) -> str | None:
     """The boot and the start time (clock ticks after boot) of process pid: a pid is reused, after the
     process ends or the machine restarts, these two are not. None where /proc cannot tell."""
     try:
-        boot = Path("/proc/sys/kernel/random/boot_id").read_text().strip()
+        boot = _boot_id()
         stat = Path(f"/proc/{pid}/stat").read_text()
     except OSError:
         return None
     return f"{boot}/{stat.rsplit(') ', 1)[1].split()[19]}"  # field 22 of stat: starttime
+
+
+def _boot_id() -> str:
+    return Path("/proc/sys/kernel/random/boot_id").read_text().strip()
 
 
 def read_pid(pid_file: Path) -> int | None:
@@ -103,6 +110,40 @@ def read_pid(pid_file: Path) -> int | None:
     return pid
 
 
+def stop_leftover_group(pid_file: Path, *, timeout: float = 10.0) -> bool:
+    """Stop what a recorded process that died left running in its process group; True when there was some.
+
+    Each component leads its own group (``spawn``), and its children stay in it: a scheduler killed by
+    the OOM killer or ``kill -9`` leaves its executor workers (~140 MB each), a Ray head its agents, all
+    orphaned and running until the machine restarts. A pid is not reused while a group of that id has a
+    member, so when the leader is gone (this boot) any member left is its own.
+    """
+    try:
+        pid_text, _, identity = pid_file.read_text().strip().partition(" ")
+        pid = int(pid_text)
+        same_boot = identity.partition("/")[0] == _boot_id()
+    except (OSError, ValueError):
+        return False
+    if not same_boot or pid_alive(pid) or not _group_exists(pid):
+        return False
+    log.warning("%s: stopping what pid %d left running in its process group", pid_file.stem, pid)
+    os.killpg(pid, signal.SIGTERM)
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline and _group_exists(pid):
+        time.sleep(0.2)
+    if _group_exists(pid):
+        os.killpg(pid, signal.SIGKILL)
+    return True
+
+
+def _group_exists(pgid: int) -> bool:
+    try:
+        os.killpg(pgid, 0)
+    except (ProcessLookupError, PermissionError):  # none, or not ours to stop
+        return False
+    return True
+
+
 def spawn(
     name: str,
     argv: Sequence[str],
@@ -115,6 +156,7 @@ def spawn(
     """Start argv detached in its own session, logging to ``<log_dir>/<name>.log``; return its pid."""
     run_dir.mkdir(parents=True, exist_ok=True)
     log_dir.mkdir(parents=True, exist_ok=True)
+    stop_leftover_group(run_dir / f"{name}.pid")  # before the pid file that names the old group is replaced
     log_path = log_dir / f"{name}.log"
     with open(log_path, "ab") as log:
         log.write(f"\n--- {time.strftime('%Y-%m-%d %H:%M:%S')} starting {' '.join(argv)}\n".encode())
@@ -139,8 +181,9 @@ def stop_pid_file(pid_file: Path, *, timeout: float = 30.0) -> bool:
     """
     pid = read_pid(pid_file)
     if pid is None:
+        stopped = stop_leftover_group(pid_file)
         pid_file.unlink(missing_ok=True)
-        return False
+        return stopped
     _signal_group(pid, signal.SIGTERM)
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline and pid_alive(pid):

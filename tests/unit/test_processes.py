@@ -2,11 +2,21 @@
 
 from __future__ import annotations
 
+import os
+import signal
 import subprocess
 import time
 from pathlib import Path
 
-from flightline.processes import command_line, process_identity, read_pid, spawn, stop_pid_file
+from flightline.processes import (
+    command_line,
+    pid_alive,
+    process_identity,
+    process_tree,
+    read_pid,
+    spawn,
+    stop_pid_file,
+)
 
 
 def test_a_pid_file_whose_pid_another_process_took_is_stale_and_that_process_is_left_alone(tmp_path: Path) -> None:
@@ -52,3 +62,29 @@ def test_a_postmaster_pid_naming_another_program_is_removed_and_one_naming_a_pos
         for process in (bystander, postgres_like):
             process.kill()
             process.wait()
+
+
+def test_what_a_killed_leader_left_in_its_group_is_stopped_by_down_and_by_the_next_start(tmp_path: Path) -> None:
+    """A scheduler killed with -9 (or by the OOM killer) leaves its executor workers running, orphaned."""
+
+    def killed_leader_with_workers() -> list[int]:
+        leader = spawn("scheduler", ["bash", "-c", "sleep 300 & sleep 300 & wait"], run_dir=tmp_path, log_dir=tmp_path)
+        deadline = time.monotonic() + 10
+        while len(workers := process_tree(leader)[1:]) < 2 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        os.kill(leader, signal.SIGKILL)
+        os.waitpid(leader, 0)  # reaped, as init does once the CLI that started it has exited
+        assert len(workers) == 2 and all(pid_alive(w) for w in workers)
+        return workers
+
+    orphans = killed_leader_with_workers()
+    assert read_pid(tmp_path / "scheduler.pid") is None
+    assert stop_pid_file(tmp_path / "scheduler.pid") is True  # `down`
+    assert not any(pid_alive(w) for w in orphans) and not (tmp_path / "scheduler.pid").exists()
+
+    orphans = killed_leader_with_workers()
+    restarted = spawn("scheduler", ["sleep", "60"], run_dir=tmp_path, log_dir=tmp_path)  # `up`
+    try:
+        assert not any(pid_alive(w) for w in orphans) and read_pid(tmp_path / "scheduler.pid") == restarted
+    finally:
+        assert stop_pid_file(tmp_path / "scheduler.pid") is True
