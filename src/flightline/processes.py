@@ -137,11 +137,16 @@ def stop_leftover_group(pid_file: Path, *, timeout: float = 10.0) -> bool:
 
 
 def _group_exists(pgid: int) -> bool:
-    try:
-        os.killpg(pgid, 0)
-    except (ProcessLookupError, PermissionError):  # none, or not ours to stop
-        return False
-    return True
+    """Whether a live process is in the group. Zombies do not count: where pid 1 does not reap orphans
+    (some containers), a killed worker stays one."""
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            state, _, group = stat.read_text().rpartition(") ")[2].split()[:3]
+        except (OSError, ValueError):
+            continue
+        if int(group) == pgid and state != "Z":
+            return True
+    return False
 
 
 def spawn(
