@@ -237,6 +237,32 @@ def test_busy_port_names_the_component_and_its_log(tmp_path) -> None:
     assert "Traceback" not in result.stderr
 
 
+def test_a_killed_scheduler_is_reported_at_once_and_up_restarts_it_without_its_orphans(platform) -> None:
+    """kill -9 (or the OOM killer) on the scheduler: Airflow's own health noticed only once the heartbeat was
+    30 s old, and its LocalExecutor workers ran on, orphaned, through `up` and `down`."""
+    import time
+
+    from flightline.processes import pid_alive, process_tree, read_pid
+
+    scheduler = read_pid(platform.run_dir / "airflow-scheduler.pid")
+    assert scheduler is not None
+    workers = process_tree(scheduler)[1:]
+    assert workers, "LocalExecutor's workers"
+    os.kill(scheduler, signal.SIGKILL)
+    deadline = time.monotonic() + 10
+    while pid_alive(scheduler) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    status = json.loads(flightline_cli("status", "--json").stdout)
+    assert {name for name, item in status.items() if not item["healthy"]} == {"airflow"}, status
+
+    up = flightline_cli("up")
+    assert up.returncode == 0, up.stdout + up.stderr
+    assert "left running" in up.stderr
+    assert not any(pid_alive(worker) for worker in workers)
+    assert read_pid(platform.run_dir / "airflow-scheduler.pid") not in (None, scheduler)
+    assert json.loads(flightline_cli("status", "--json").stdout)["airflow"]["healthy"]
+
+
 def test_down_then_up_keeps_data(platform) -> None:
     """Runs last in this module: it restarts the shared platform and leaves it up."""
     name = f"persist-{uuid.uuid4().hex[:8]}"

@@ -104,11 +104,12 @@ def health(settings: Settings) -> dict[str, str]:
 def is_healthy(settings: Settings) -> bool:
     parts = health(settings)
     wanted = ("metadatabase", "scheduler", "triggerer", "dag_processor")
-    return bool(parts) and all(parts.get(part) == "healthy" for part in wanted) and _log_server_up(settings)
+    return bool(parts) and all(parts.get(part) == "healthy" for part in wanted) and _processes_up(settings)
 
 
-def _log_server_up(settings: Settings) -> bool:
-    return read_pid(settings.run_dir / f"{_LOG_SERVER}.pid") is not None
+def _processes_up(settings: Settings) -> bool:
+    """Each process runs: Airflow's health reports a dead scheduler only once its heartbeat is 30 s old."""
+    return all(read_pid(settings.run_dir / f"{name}.pid") is not None for name in [*PROCESSES, _LOG_SERVER])
 
 
 def migrate(settings: Settings, env: dict[str, str]) -> None:
@@ -139,7 +140,8 @@ def start(settings: Settings) -> bool:
         return {name: read_pid(settings.run_dir / f"{name}.pid") for name in [*PROCESSES, _LOG_SERVER]}
 
     if already_running(COMPONENT, lambda: all(pids().values()), lambda: is_healthy(settings),
-                       timeout=settings.startup_timeout_s, log=log_path(settings)):
+                       timeout=settings.startup_timeout_s, log=log_path(settings),
+                       pid_files=[settings.run_dir / f"{name}.pid" for name in [*PROCESSES, _LOG_SERVER]]):
         return False
     running = pids()
     write_passwords_file(settings)

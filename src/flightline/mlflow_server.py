@@ -53,7 +53,7 @@ def start(settings: Settings) -> bool:
     """Start the server unless it already runs; return True when it was started."""
     log = log_path(settings)
     if already_running(COMPONENT, lambda: read_pid(_pid_file(settings)) is not None, lambda: is_healthy(settings),
-                       timeout=settings.startup_timeout_s, log=log):
+                       timeout=settings.startup_timeout_s, log=log, pid_files=[_pid_file(settings)]):
         return False
     ensure_port_free(COMPONENT, settings.host, settings.mlflow_port, log=log)
     settings.artifact_root.mkdir(parents=True, exist_ok=True)

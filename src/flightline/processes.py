@@ -6,6 +6,7 @@ Each process writes its pid to ``<home>/run/<name>.pid`` and its output to
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import signal
@@ -110,13 +111,14 @@ def read_pid(pid_file: Path) -> int | None:
     return pid
 
 
-def stop_leftover_group(pid_file: Path, *, timeout: float = 10.0) -> bool:
-    """Stop what a recorded process that died left running in its process group; True when there was some.
+def stop_leftovers(pid_file: Path, *, timeout: float = 10.0) -> bool:
+    """Stop what a recorded process that died left running in its session; True when there was some.
 
-    Each component leads its own group (``spawn``), and its children stay in it: a scheduler killed by
-    the OOM killer or ``kill -9`` leaves its executor workers (~140 MB each), a Ray head its agents, all
-    orphaned and running until the machine restarts. A pid is not reused while a group of that id has a
-    member, so when the leader is gone (this boot) any member left is its own.
+    Each component leads its own session (``spawn``), and its children stay in it: a scheduler killed by
+    the OOM killer or ``kill -9`` left its executor workers (~140 MB each) running, orphaned, through
+    ``up`` and ``down``; a Ray head its agents and HAProxy, which kept the serving port. A pid is not
+    reused while a session of that id has a member, so when the leader is gone (this boot) any member
+    left is its own.
     """
     try:
         pid_text, _, identity = pid_file.read_text().strip().partition(" ")
@@ -124,29 +126,33 @@ def stop_leftover_group(pid_file: Path, *, timeout: float = 10.0) -> bool:
         same_boot = identity.partition("/")[0] == _boot_id()
     except (OSError, ValueError):
         return False
-    if not same_boot or pid_alive(pid) or not _group_exists(pid):
+    if not same_boot or pid_alive(pid) or not (members := _session_members(pid)):
         return False
-    log.warning("%s: stopping what pid %d left running in its process group", pid_file.stem, pid)
-    os.killpg(pid, signal.SIGTERM)
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline and _group_exists(pid):
-        time.sleep(0.2)
-    if _group_exists(pid):
-        os.killpg(pid, signal.SIGKILL)
+    log.warning("%s: stopping what pid %d left running (%d processes)", pid_file.stem, pid, len(members))
+    for sig in (signal.SIGTERM, signal.SIGKILL):
+        for member in members:
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.kill(member, sig)
+        deadline = time.monotonic() + timeout
+        while (members := _session_members(pid)) and time.monotonic() < deadline:
+            time.sleep(0.2)
+        if not members:
+            break
     return True
 
 
-def _group_exists(pgid: int) -> bool:
-    """Whether a live process is in the group. Zombies do not count: where pid 1 does not reap orphans
-    (some containers), a killed worker stays one."""
+def _session_members(sid: int) -> list[int]:
+    """Live processes of a session. Zombies do not count: where pid 1 does not reap orphans (some
+    containers), a killed process stays one."""
+    members = []
     for stat in Path("/proc").glob("[0-9]*/stat"):
         try:
-            state, _, group = stat.read_text().rpartition(") ")[2].split()[:3]
+            state, _, _, session = stat.read_text().rpartition(") ")[2].split()[:4]
         except (OSError, ValueError):
             continue
-        if int(group) == pgid and state != "Z":
-            return True
-    return False
+        if int(session) == sid and state != "Z":
+            members.append(int(stat.parent.name))
+    return members
 
 
 def spawn(
@@ -161,7 +167,6 @@ def spawn(
     """Start argv detached in its own session, logging to ``<log_dir>/<name>.log``; return its pid."""
     run_dir.mkdir(parents=True, exist_ok=True)
     log_dir.mkdir(parents=True, exist_ok=True)
-    stop_leftover_group(run_dir / f"{name}.pid")  # before the pid file that names the old group is replaced
     log_path = log_dir / f"{name}.log"
     with open(log_path, "ab") as log:
         log.write(f"\n--- {time.strftime('%Y-%m-%d %H:%M:%S')} starting {' '.join(argv)}\n".encode())
@@ -185,21 +190,19 @@ def stop_pid_file(pid_file: Path, *, timeout: float = 30.0) -> bool:
     Returns True when a running process was stopped.
     """
     pid = read_pid(pid_file)
-    if pid is None:
-        stopped = stop_leftover_group(pid_file)
-        pid_file.unlink(missing_ok=True)
-        return stopped
-    _signal_group(pid, signal.SIGTERM)
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline and pid_alive(pid):
-        time.sleep(0.2)
-    if pid_alive(pid):
+    if pid is not None:
+        _signal_group(pid, signal.SIGTERM)
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline and pid_alive(pid):
+            time.sleep(0.2)
+        if pid_alive(pid):
+            _signal_group(pid, signal.SIGKILL)
+            time.sleep(0.5)
+        # children of the group (workers) may outlive the leader briefly
         _signal_group(pid, signal.SIGKILL)
-        time.sleep(0.5)
-    # children of the group (workers) may outlive the leader briefly
-    _signal_group(pid, signal.SIGKILL)
+    leftovers = stop_leftovers(pid_file)  # its session's other groups, or all of it after a crash
     pid_file.unlink(missing_ok=True)
-    return True
+    return pid is not None or leftovers
 
 
 def _signal_group(pid: int, sig: signal.Signals) -> None:
@@ -225,19 +228,23 @@ def ensure_port_free(component: str, host: str, port: int, *, log: Path | None =
 
 def already_running(
     component: str, running: Callable[[], bool], is_healthy: Callable[[], bool], *, timeout: float,
-    log: Path | None = None,
+    log: Path | None = None, pid_files: Sequence[Path] = (),
 ) -> bool:
     """True when the component's process runs and is (or turns) healthy: then ``up`` leaves it alone.
 
     A health probe that times out on a busy machine does not mean the process is gone; treating it so would
     start a second copy onto the same port, or migrate and re-deploy for nothing. So while the process
     runs, the probe is retried; False once it is not running (start it), ServiceError naming its log if it
-    runs but stays unhealthy for ``timeout``.
+    runs but stays unhealthy for ``timeout``. Before it answers False, what the dead processes of
+    ``pid_files`` left in their groups is stopped: a killed MLflow's uvicorn worker still held its port.
     """
-    if not running():
-        return False
-    wait_until(component, lambda: is_healthy() or not running(), timeout=timeout, log=log, interval=2)
-    return running()
+    if running():
+        wait_until(component, lambda: is_healthy() or not running(), timeout=timeout, log=log, interval=2)
+        if running():
+            return True
+    for pid_file in pid_files:
+        stop_leftovers(pid_file)
+    return False
 
 
 def wait_until(

@@ -205,7 +205,8 @@ def start(settings: Settings) -> bool:
     app_missing = (head_running() and not is_healthy(settings)
                    and application_status(settings).get("status") not in ("RUNNING", "DEPLOYING"))
     if not app_missing and already_running(COMPONENT, head_running, lambda: is_healthy(settings),
-                                           timeout=settings.startup_timeout_s, log=log):
+                                           timeout=settings.startup_timeout_s, log=log,
+                                           pid_files=[_pid_file(settings)]):
         return False
     if not head_running():
         ensure_port_free(COMPONENT, settings.host, settings.serve_port, log=log)
