@@ -7,11 +7,13 @@ go back to. Every function is idempotent: asking for the state that already hold
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import getpass
 import json
 import logging
 import os
+from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
 
 from flightline.errors import FlightlineConfigError, FlightlineError, NotFoundError, ServiceError
@@ -137,11 +139,12 @@ def promote(settings: Settings, version: str, *, by: str | None = None, why: str
     why = _stated(why)
     mlflow_client = client(settings)
     _get_version(mlflow_client, settings.model_name, version)
-    moved = _set_alias(settings, CHAMPION, str(version), by=by or actor(), why=why)
-    history = _history(mlflow_client, settings.model_name)
-    if moved and history[-1:] != [str(version)]:  # not twice in a row: the alias had been moved outside flightline
-        history.append(str(version))
-        mlflow_client.set_registered_model_tag(settings.model_name, _HISTORY, json.dumps(history[-100:]))
+    with _champion_moves(settings):
+        moved = _set_alias(settings, CHAMPION, str(version), by=by or actor(), why=why)
+        history = _history(mlflow_client, settings.model_name)
+        if moved and history[-1:] != [str(version)]:  # not twice in a row: the alias was moved outside flightline
+            history.append(str(version))
+            mlflow_client.set_registered_model_tag(settings.model_name, _HISTORY, json.dumps(history[-100:]))
     return {"version": str(version), "moved": moved}
 
 
@@ -153,6 +156,11 @@ def rollback(settings: Settings, *, by: str | None = None, why: str) -> dict[str
     """
     why = _stated(why)
     mlflow_client = client(settings)
+    with _champion_moves(settings):
+        return _rollback(settings, mlflow_client, by=by, why=why)
+
+
+def _rollback(settings: Settings, mlflow_client: MlflowClient, *, by: str | None, why: str) -> dict[str, Any]:
     history = _history(mlflow_client, settings.model_name)
     current = alias_version(settings, CHAMPION)
     earlier = list(history)
@@ -173,6 +181,19 @@ def rollback(settings: Settings, *, by: str | None = None, why: str) -> dict[str
     )
     mlflow_client.set_registered_model_tag(settings.model_name, _HISTORY, json.dumps(history))
     return {"from": str(current.version), "to": previous}
+
+
+@contextlib.contextmanager
+def _champion_moves(settings: Settings) -> Iterator[None]:
+    """One champion move at a time, across processes (a training run's promotion, an operator's promote or
+    rollback): each reads the history, moves the alias and writes the history back, and two interleaved
+    would leave a history that no longer ends at the champion, which the next rollback trusts."""
+    from flightline.database import connect
+
+    with connect(settings, settings.warehouse_db, autocommit=True) as conn:  # the lock goes with the session
+        conn.execute("select pg_advisory_lock(hashtext('flightline.registry.champion:' || %s))",
+                     (settings.model_name,))
+        yield
 
 
 def _stated(why: str) -> str:

@@ -40,3 +40,34 @@ def test_rollback_goes_back_to_the_champion_before_including_moves_outside_fligh
     assert str(registry.alias_version(settings, "champion").version) == v1
     with pytest.raises(FlightlineError, match=r"no earlier champion to roll back to \(history: \['" + v1):
         registry.rollback(settings, by="tests", why="nothing before v1")
+
+
+def test_champion_moves_wait_for_each_other(platform: Settings) -> None:
+    """A training run's promotion and an operator's rollback, interleaved, would each read the history, move
+    the alias and write the history back: one at a time, through a PostgreSQL advisory lock."""
+    import threading
+    import time
+
+    from flightline import registry
+    from flightline.database import connect
+
+    settings = platform.model_copy(update={"model_name": f"registry_test_{uuid.uuid4().hex[:8]}"})
+    v1, v2 = (train_small(settings, seed=seed) for seed in (21, 22))
+    registry.promote(settings, v1, by="tests", why="first")
+    lock = "select pg_advisory_lock(hashtext('flightline.registry.champion:' || %s))"
+    with connect(settings, settings.warehouse_db, autocommit=True) as held:
+        held.execute(lock, (settings.model_name,))  # another champion move in progress
+        promotion = threading.Thread(target=registry.promote, args=(settings, v2), kwargs={"why": "meanwhile"})
+        promotion.start()
+        deadline, waiting = time.monotonic() + 60, 0
+        while not waiting and time.monotonic() < deadline:
+            time.sleep(0.2)
+            waiting = held.execute("select count(*) from pg_locks where locktype = 'advisory' and not granted "
+                                   "and database = (select oid from pg_database where datname = current_database())"
+                                   ).fetchone()[0]
+        assert waiting == 1 and promotion.is_alive()
+        assert str(registry.alias_version(settings, "champion").version) == v1
+    promotion.join(60)
+    assert not promotion.is_alive()
+    assert str(registry.alias_version(settings, "champion").version) == v2
+    assert registry.rollback(settings, by="tests", why="history ends at the champion") == {"from": v2, "to": v1}
