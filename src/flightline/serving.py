@@ -33,6 +33,7 @@ import time
 import uuid
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import orjson
@@ -527,6 +528,10 @@ class AliasedModel:
 
     ``current`` is replaced in one assignment after the new version is loaded, so a request that took
     the old ``(model, version)`` finishes on it: no downtime, nothing dropped.
+
+    Versions are loaded from a local copy (``<home>/serve/model-cache/<model>/v<N>``), and the version each
+    alias last served is recorded there: a replica that starts while the registry does not answer (a
+    restart, a scale-out under load) serves that version, and says so, instead of the fallback.
     """
 
     def __init__(self, settings: Settings, alias: str) -> None:
@@ -542,10 +547,16 @@ class AliasedModel:
     def refresh(self) -> bool:
         """Load the alias's version if it moved; True when a new version was swapped in."""
         from flightline import registry
-        from flightline.errors import FlightlineError
+        from flightline.errors import FlightlineError, ServiceError
 
         try:
-            version = registry.alias_version(self.settings, self.alias)
+            try:
+                version = registry.alias_version(self.settings, self.alias)
+            except ServiceError as exc:
+                if self.current is None:
+                    return self._load_cached(exc)
+                self.error = f"{type(exc).__name__}: {exc}"  # the loaded version goes on serving
+                return False
             if version is None:
                 self.error = f"alias {self.alias!r} of {self.settings.model_name!r} is not set"
                 return False
@@ -558,19 +569,67 @@ class AliasedModel:
                 return False
             registry.client(self.settings)
             try:
-                model = load_servable(f"models:/{self.settings.model_name}/{number}")
+                model = load_servable(str(self._cached_copy(number)))
             except FlightlineError as exc:
                 self._refuse(number, str(exc))
                 log.error("%s: %s", self.alias, self.error)
                 return False
             self.current = (_fast_path(model) or model, number)
             self.error = None
+            self._record_served(number)
             log.info("%s now serves %s v%s", self.alias, self.settings.model_name, number)
             return True
         except Exception as exc:  # noqa: BLE001 - keep serving the loaded version; report why in health
             self.error = f"{type(exc).__name__}: {exc}"
             log.exception("could not refresh %s", self.alias)
             return False
+
+    @property
+    def _cache(self) -> Path:
+        return self.settings.home / "serve" / "model-cache" / self.settings.model_name
+
+    def _cached_copy(self, number: str) -> Path:
+        """The version's files in the local cache, downloaded from the registry the first time."""
+        import shutil
+        import tempfile
+
+        import mlflow
+
+        local = self._cache / f"v{number}"
+        if not (local / "MLmodel").exists():
+            self._cache.mkdir(parents=True, exist_ok=True)
+            staging = Path(tempfile.mkdtemp(prefix=f".v{number}-", dir=self._cache))
+            try:
+                uri = f"models:/{self.settings.model_name}/{number}"
+                downloaded = Path(mlflow.artifacts.download_artifacts(uri, dst_path=str(staging)))
+                with contextlib.suppress(OSError):  # another replica's copy got there first: either will do
+                    downloaded.rename(local)
+            finally:
+                shutil.rmtree(staging, ignore_errors=True)
+        return local
+
+    def _record_served(self, number: str) -> None:
+        """Write down which version this alias serves, for a replica that starts with the registry down."""
+        record = self._cache / f"{self.alias}.json"
+        staging = record.with_suffix(f".{uuid.uuid4().hex}.tmp")
+        staging.write_text(orjson.dumps({"version": number, "at": dt.datetime.now(dt.UTC).isoformat()}).decode())
+        staging.replace(record)
+
+    def _load_cached(self, unreachable: Exception) -> bool:
+        """Serve the version this alias last served, from the local cache, when the registry cannot say."""
+        from flightline.errors import FlightlineError
+
+        try:
+            record = orjson.loads((self._cache / f"{self.alias}.json").read_bytes())
+            model = load_servable(str(self._cache / f"v{record['version']}"))
+        except (OSError, ValueError, KeyError, FlightlineError) as exc:
+            self.error = f"{unreachable}; no cached version to serve ({type(exc).__name__}: {exc})"
+            return False
+        self.current = (_fast_path(model) or model, str(record["version"]))
+        self.error = (f"the registry did not answer, so v{record['version']} is served from the local cache "
+                      f"(this alias's version at {record['at']}): {unreachable}")
+        log.warning("%s: %s", self.alias, self.error)
+        return True
 
     def _refuse(self, number: str, why: str) -> None:
         """Remember a version that cannot serve, and report it: the loaded version goes on serving."""
@@ -665,7 +724,7 @@ def load_servable(uri: str) -> Any:
     the MLmodel file first, so a foreign model's flavor (and its imports: torch) is never loaded."""
     import mlflow
 
-    check_inputs(mlflow.models.get_model_info(uri).signature)
+    check_inputs(mlflow.models.Model.load(uri).signature)
     model = mlflow.pyfunc.load_model(uri)
     check_servable(model)
     return model
