@@ -236,7 +236,7 @@ def already_running(
     start a second copy onto the same port, or migrate and re-deploy for nothing. So while the process
     runs, the probe is retried; False once it is not running (start it), ServiceError naming its log if it
     runs but stays unhealthy for ``timeout``. Before it answers False, what the dead processes of
-    ``pid_files`` left in their groups is stopped: a killed MLflow's uvicorn worker still held its port.
+    ``pid_files`` left in their sessions is stopped: a killed MLflow's uvicorn worker still held its port.
     """
     if running():
         wait_until(component, lambda: is_healthy() or not running(), timeout=timeout, log=log, interval=2)

@@ -15,17 +15,23 @@ if TYPE_CHECKING:
 pytestmark = pytest.mark.integration
 
 
-def test_score_day_matches_online_and_reruns_idempotently(
-    serve_url: str, platform: Settings, models: dict[str, str]
-) -> None:
+def seeded_day(platform: Settings) -> dt.date:
+    """The seeded flight's local day, with the flight scheduled in marts.flights."""
     from zoneinfo import ZoneInfo
 
     from flightline import features as F
+
+    seed_flight(platform)
+    return DEPARTURE.astimezone(ZoneInfo(F.LOCAL_TZ)).date()
+
+
+def test_score_day_matches_online_and_reruns_idempotently(
+    serve_url: str, platform: Settings, models: dict[str, str]
+) -> None:
     from flightline.batch_inference import score_day
     from flightline.database import connect
 
-    seed_flight(platform)
-    day = DEPARTURE.astimezone(ZoneInfo(F.LOCAL_TZ)).date()
+    day = seeded_day(platform)
     first = score_day(platform, day)
     again = score_day(platform, day)
     assert first["flights"] == again["flights"] >= 1 and first["model_version"] == models["champion"]
@@ -50,15 +56,11 @@ def test_score_day_matches_online_and_reruns_idempotently(
 def test_a_champion_that_cannot_serve_fails_the_day_and_leaves_its_rows(
     serve_url: str, platform: Settings, models: dict[str, str]
 ) -> None:
-    from zoneinfo import ZoneInfo
-
-    from flightline import features as F
     from flightline.batch_inference import score_day
     from flightline.database import connect
     from flightline.errors import FlightlineError
 
-    seed_flight(platform)
-    day = DEPARTURE.astimezone(ZoneInfo(F.LOCAL_TZ)).date()
+    day = seeded_day(platform)
     scored = score_day(platform, day)
 
     def day_rows() -> list[tuple[object, ...]]:
@@ -83,8 +85,6 @@ def test_dag_run_scores_the_day_after_its_logical_date(
 ) -> None:
     """A real run of the DAG (``dag.test()``, no ``day`` param) scores the flights of the next local day
     with the champion: the day's rows and its freshness record are the ones this run wrote."""
-    from zoneinfo import ZoneInfo
-
     from airflow.dag_processing.dagbag import DagBag
 
     from flightline import batch_inference
@@ -92,8 +92,7 @@ def test_dag_run_scores_the_day_after_its_logical_date(
     from flightline.config import PROJECT_DIR
     from flightline.database import connect
 
-    seed_flight(platform)
-    day = DEPARTURE.astimezone(ZoneInfo(F.LOCAL_TZ)).date()
+    day = seeded_day(platform)
     start, end = batch_inference.day_bounds(day)
     with connect(platform, platform.warehouse_db, autocommit=True) as conn:  # earlier runs must not count
         conn.execute(batch_inference.DDL)

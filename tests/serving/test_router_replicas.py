@@ -104,6 +104,7 @@ def replicas_url(serve_url: str, platform: Settings, models: dict[str, str], tmp
     import yaml
 
     from flightline import serve_server
+    from flightline.processes import wait_until
 
     without_rag = platform.model_copy(update={"serve_rag": False})
     app = yaml.safe_load(serve_server.render_config(without_rag).read_text())["applications"][0]
@@ -115,6 +116,11 @@ def replicas_url(serve_url: str, platform: Settings, models: dict[str, str], tmp
     try:
         serve_server.deploy(platform, config=path)
         wait_for_versions(url, {"champion": models["champion"]}, timeout=240)
+        # HAProxy reloads its config as the new app settles, and a fresh connection answered 404 for a moment
+        # after the status above (seen once at the load's start, 0.2 s): the tests start once it routes
+        wait_until("the replicas app routed on fresh connections", lambda: all(
+            httpx.post(f"{url}{PREDICT}", json=flight(), timeout=30).status_code == 200 for _ in range(20)
+        ), timeout=60)
         yield url
     finally:
         serve_server.deploy(platform)
