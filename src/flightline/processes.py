@@ -111,8 +111,10 @@ def read_pid(pid_file: Path) -> int | None:
     return pid
 
 
-def stop_leftovers(pid_file: Path, *, timeout: float = 10.0) -> bool:
+def stop_leftovers(pid_file: Path, *, timeout: float = 10.0, after_stop: bool = False) -> bool:
     """Stop what a recorded process that died left running in its session; True when there was some.
+    ``after_stop``: the process was just stopped, and a straggler is no news (Ray's head exits before all
+    of its processes have).
 
     Each component leads its own session (``spawn``), and its children stay in it: a scheduler killed by
     the OOM killer or ``kill -9`` left its executor workers (~140 MB each) running, orphaned, through
@@ -128,7 +130,8 @@ def stop_leftovers(pid_file: Path, *, timeout: float = 10.0) -> bool:
         return False
     if not same_boot or pid_alive(pid) or not (members := _session_members(pid)):
         return False
-    log.warning("%s: stopping what pid %d left running (%d processes)", pid_file.stem, pid, len(members))
+    log.log(logging.DEBUG if after_stop else logging.WARNING, "%s: stopping what pid %d left running (%d processes)",
+            pid_file.stem, pid, len(members))
     for sig in (signal.SIGTERM, signal.SIGKILL):
         for member in members:
             with contextlib.suppress(ProcessLookupError, PermissionError):
@@ -200,7 +203,7 @@ def stop_pid_file(pid_file: Path, *, timeout: float = 30.0) -> bool:
             time.sleep(0.5)
         # children of the group (workers) may outlive the leader briefly
         _signal_group(pid, signal.SIGKILL)
-    leftovers = stop_leftovers(pid_file)  # its session's other groups, or all of it after a crash
+    leftovers = stop_leftovers(pid_file, after_stop=pid is not None)  # its session's other groups, or all of it
     pid_file.unlink(missing_ok=True)
     return pid is not None or leftovers
 
