@@ -108,7 +108,7 @@ def is_healthy(settings: Settings) -> bool:
 
 
 def _processes_up(settings: Settings) -> bool:
-    """Each process runs: Airflow's health reports a dead scheduler only once its heartbeat is 30 s old."""
+    """Each process runs: Airflow's health reports a dead scheduler only once its heartbeat is stale."""
     return all(read_pid(settings.run_dir / f"{name}.pid") is not None for name in [*PROCESSES, _LOG_SERVER])
 
 

@@ -190,7 +190,7 @@ def spawn(
 def stop_pid_file(pid_file: Path, *, timeout: float = 30.0) -> bool:
     """Stop the process group recorded in pid_file: SIGTERM, then SIGKILL after timeout.
 
-    Returns True when a running process was stopped.
+    Returns True when a running process, or what a dead one left in its session, was stopped.
     """
     pid = read_pid(pid_file)
     if pid is not None:

@@ -141,7 +141,7 @@ def promote(settings: Settings, version: str, *, by: str | None = None, why: str
     _get_version(mlflow_client, settings.model_name, version)
     with _champion_moves(settings):
         moved = _set_alias(settings, CHAMPION, str(version), by=by or actor(), why=why)
-        history = _history(mlflow_client, settings.model_name)
+        history = _history(mlflow_client, settings.model_name) if moved else []
         if moved and history[-1:] != [str(version)]:  # not twice in a row: the alias was moved outside flightline
             history.append(str(version))
             mlflow_client.set_registered_model_tag(settings.model_name, _HISTORY, json.dumps(history[-100:]))
