@@ -95,7 +95,7 @@ def score_day(settings: Settings, day: dt.date, *, alias: str = "champion") -> d
     scored_at = dt.datetime.now(dt.UTC)
     rows: list[tuple[Any, ...]] = []
     if len(frame):
-        registry.check_servable(settings, str(version.version))  # a clear reason, not a Spark task's traceback
+        registry.require_servable(settings, str(version.version))  # a clear reason, not a Spark task's traceback
         spark = spark_session(settings)
         columns = ["flight_id", "carrier_code", "origin_airport_code", "dest_airport_code", "tail_number",
                    "scheduled_departure_at"]

@@ -40,7 +40,7 @@ def list_models(as_json: bool = typer.Option(False, "--json", help="print JSON")
 @models_app.command()
 def promote(
     version: str = typer.Argument(..., help="model version to make champion"),
-    reason: str = typer.Option(..., "--reason", "-r", help="why (recorded on the version)"),
+    reason: str = typer.Option(..., "--reason", "-r", "--why", help="why (recorded on the version)"),
 ) -> None:
     """Make VERSION the champion."""
     from flightline import registry
@@ -55,7 +55,7 @@ def promote(
 
 
 @models_app.command()
-def rollback(reason: str = typer.Option(..., "--reason", "-r", help="why (recorded on the versions)")) -> None:
+def rollback(reason: str = typer.Option(..., "--reason", "-r", "--why", help="why (recorded on the versions)")) -> None:
     """Give the champion alias back to the previous champion."""
     from flightline import registry
 

@@ -57,7 +57,7 @@ def traffic(
     shadow: bool = typer.Option(False, "--shadow/--no-shadow", help="challenger scores every request, logged only"),
     experiment: str = typer.Option("default", help="salt of the sticky hash: a new name reshuffles users"),
     by: str | None = typer.Option(None, "--by", help="who (default: FLIGHTLINE_ACTOR or the OS user)"),
-    why: str | None = typer.Option(None, "--why", help="reason, recorded with the change"),
+    why: str | None = typer.Option(None, "--why", "--reason", "-r", help="reason, recorded with the change"),
     rollback_above: float | None = typer.Option(
         None, "--rollback-above", help="guard: back to the champion alone once more than this percent of the "
         "requests routed to the challenger fail (canary, ab)",
@@ -95,9 +95,23 @@ def traffic(
         change = PolicyIn(mode=mode, challenger_percent=percent, shadow=shadow, experiment=experiment,  # type: ignore[arg-type]
                           set_by=by or actor(), reason=why, rollback_failure_percent=rollback_above, **guard)
         typer.echo(json.dumps(serving.set_policy(settings, change).as_dict()))
-    except (ValidationError, FlightlineError) as exc:
+    except ValidationError as exc:  # pydantic's text names PolicyIn's fields: say which option, and its value
+        for error in exc.errors():
+            field = str(error["loc"][0]) if error["loc"] else ""
+            typer.echo(f"error: {_TRAFFIC_OPTIONS.get(field, 'policy')}: {error['msg']} (got {error['input']!r})",
+                       err=True)
+        raise typer.Exit(2) from exc
+    except FlightlineError as exc:
         typer.echo(f"error: {exc}", err=True)
         raise typer.Exit(2) from exc
+
+
+_TRAFFIC_OPTIONS = {
+    "mode": "MODE", "challenger_percent": "--percent", "shadow": "--shadow", "experiment": "--experiment",
+    "set_by": "--by", "reason": "--why", "rollback_failure_percent": "--rollback-above",
+    "rollback_min_requests": "--rollback-after",
+}
+"""PolicyIn's fields by the `serve traffic` option that sets them."""
 
 
 @serve_app.command()

@@ -125,7 +125,9 @@ def register(settings: Settings, run_id: str, evaluation: dict[str, Any], *, by:
     champion_moved = False
     if decision["promote"]:
         why = "; ".join(r for r in decision["reasons"] if r.startswith("pass"))
-        champion_moved = promote(settings, number, by=by or actor(), why=f"promotion rule: {why}")["moved"]
+        # a challenger that just moved here was probed on the way: not loaded a second time
+        champion_moved = _promote(settings, number, by=by or actor(), why=f"promotion rule: {why}",
+                                  probed=challenger_moved)["moved"]
     return {
         "version": number,
         "challenger_moved": challenger_moved,
@@ -136,11 +138,15 @@ def register(settings: Settings, run_id: str, evaluation: dict[str, Any], *, by:
 
 def promote(settings: Settings, version: str, *, by: str | None = None, why: str) -> dict[str, Any]:
     """Point ``champion`` at ``version`` and record who, when and why (no-op if it is already there)."""
+    return _promote(settings, version, by=by, why=why, probed=False)
+
+
+def _promote(settings: Settings, version: str, *, by: str | None, why: str, probed: bool) -> dict[str, Any]:
     why = _stated(why)
     mlflow_client = client(settings)
     _get_version(mlflow_client, settings.model_name, version)
     with _champion_moves(settings):
-        moved = _set_alias(settings, CHAMPION, str(version), by=by or actor(), why=why)
+        moved = _set_alias(settings, CHAMPION, str(version), by=by or actor(), why=why, probed=probed)
         history = _history(mlflow_client, settings.model_name) if moved else []
         if moved and history[-1:] != [str(version)]:  # not twice in a row: the alias was moved outside flightline
             history.append(str(version))
@@ -234,15 +240,17 @@ def list_versions(settings: Settings) -> list[dict[str, Any]]:
     return sorted(rows, key=lambda r: int(r["version"]), reverse=True)
 
 
-def _set_alias(settings: Settings, alias: str, version: str, *, by: str, why: str) -> bool:
-    """Move an alias unless it already points at ``version``; record the move on the version."""
+def _set_alias(settings: Settings, alias: str, version: str, *, by: str, why: str, probed: bool = False) -> bool:
+    """Move an alias unless it already points at ``version``; record the move on the version. A version
+    not ``probed`` yet by this caller is loaded and probed first (:func:`require_servable`)."""
     current = alias_version(settings, alias)
     if current is not None and str(current.version) == str(version):
         return False
-    try:
-        check_servable(settings, version)
-    except FlightlineError as exc:
-        raise FlightlineError(f"{exc}; {alias!r} stays where it is") from exc
+    if not probed:
+        try:
+            require_servable(settings, version)
+        except FlightlineError as exc:
+            raise FlightlineError(f"{exc}; {alias!r} stays where it is") from exc
     mlflow_client = client(settings)
     mlflow_client.set_registered_model_alias(settings.model_name, alias, str(version))
     record = json.dumps({"by": by, "at": _now(), "why": why[:4000]})
@@ -251,7 +259,7 @@ def _set_alias(settings: Settings, alias: str, version: str, *, by: str, why: st
     return True
 
 
-def check_servable(settings: Settings, version: str) -> None:
+def require_servable(settings: Settings, version: str) -> None:
     """Load the version and probe it as serving will, before an alias or a batch job points it at flights.
 
     Raises:

@@ -32,7 +32,7 @@ import threading
 import time
 import uuid
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -86,6 +86,14 @@ alter table serving.traffic_policy add column if not exists rollback_failure_per
     check (rollback_failure_percent between 0 and 100);
 alter table serving.traffic_policy add column if not exists rollback_min_requests integer
     check (rollback_min_requests >= 1);
+-- one row per committed write of prediction-log rows (a batch, or one row of a batch PostgreSQL refused as a
+-- whole), in the write's transaction: a retry whose first attempt committed before its connection broke finds
+-- its id here and writes nothing, so each row is logged once
+create table if not exists serving.prediction_log_write (
+    write_id text primary key,
+    written_at timestamptz not null default now()
+);
+create index if not exists prediction_log_write_at on serving.prediction_log_write (written_at);
 create index if not exists prediction_log_logged_at on serving.prediction_log (logged_at);
 create index if not exists prediction_log_policy on serving.prediction_log (policy_id);
 """
@@ -134,6 +142,8 @@ def prune_prediction_log(
             deleted += batch
             if batch < batch_rows:
                 break
+        # a write id is needed while its write may be retried: seconds, or an outage's length, never a day
+        conn.execute("delete from serving.prediction_log_write where written_at < now() - interval '1 day'")
     log.info("pruned %d prediction-log rows logged before %s", deleted, cutoff.isoformat())
     return {"cutoff": cutoff.isoformat(), "keep_days": keep, "deleted": deleted}
 
@@ -358,8 +368,9 @@ class PredictionLogger:
     """Queue of log rows, written in batches by one daemon thread (a full queue drops and counts).
 
     PostgreSQL down or the connection cut: the batch is kept and retried with backoff while new rows
-    queue, so an outage shorter than the queue (20,000 rows, ~12 s at 1,600 req/s) loses nothing. A
-    retried COPY may write a batch twice if the connection died just after the server committed it.
+    queue, so an outage shorter than the queue (20,000 rows, ~12 s at 1,600 req/s) loses nothing. Each
+    write commits with its id (``serving.prediction_log_write``), so a retry of one that committed just
+    before its connection died writes nothing: every row is logged once.
 
     The thread also serializes the rows (orjson: ~1.3 us for a row's features, ``json`` ~22 us) and
     writes them with COPY (about a fifth of ``executemany``'s CPU per row). In a serving process it shares
@@ -428,45 +439,42 @@ class PredictionLogger:
         import os
 
         import psycopg
-        from psycopg import sql
 
         from flightline.database import connect
 
-        copy = sql.SQL("copy serving.prediction_log ({}) from stdin").format(
-            sql.SQL(", ").join(map(sql.Identifier, self.COLUMNS))
-        )
         conn = None
-        batch: list[dict[str, Any]] = []  # taken from the queue, not yet written: kept through an outage
+        batch = _LogBatch([])  # taken from the queue, not yet written: kept through an outage
         outage = 0
-        while batch or not (self._closed and self._queue.empty()):
-            if not batch:
-                batch = self._next_batch()
-                if not batch:
+        while batch.rows or not (self._closed and self._queue.empty()):
+            if not batch.rows:
+                batch = _LogBatch(self._next_batch())
+                if not batch.rows:
                     continue
             try:
                 if conn is None or conn.closed:
                     # the process id tells a replica's connection apart in pg_stat_activity
                     conn = connect(self._settings, self._settings.warehouse_db, autocommit=True,
                                    application_name=f"flightline prediction log {os.getpid()}")
-                self._write(conn, copy, batch)
+                self._write(conn, batch)
                 if outage:
                     log.warning("prediction log: PostgreSQL answers again; writing resumed")
                 outage = 0
             except psycopg.OperationalError:  # server gone or restarting, connection cut: the rows wait
                 conn = None
                 if self._closed:  # shutting down: no time to wait for it
-                    log.exception("could not write %d prediction log rows while closing", len(batch))
-                    self.dropped += len(batch)
-                    batch = []
+                    log.exception("could not write %d prediction log rows while closing", len(batch.rows))
+                    self.dropped += len(batch.rows)
+                    batch.rows.clear()
                     continue
                 if not outage:
-                    log.exception("prediction log: PostgreSQL unreachable; keeping %d rows, retrying", len(batch))
+                    log.exception("prediction log: PostgreSQL unreachable; keeping %d rows, retrying",
+                                  len(batch.rows))
                 outage += 1
                 time.sleep(min(0.25 * 2 ** (outage - 1), 5.0))  # meanwhile new rows queue (up to max_queue)
             except Exception:  # noqa: BLE001 - the log must never take serving down; it reports and goes on
-                log.exception("could not write %d prediction log rows", len(batch))
-                self.dropped += len(batch)
-                batch = []
+                log.exception("could not write %d prediction log rows", len(batch.rows))
+                self.dropped += len(batch.rows)
+                batch.rows.clear()
                 conn = None
         if conn is not None:
             conn.close()
@@ -486,40 +494,67 @@ class PredictionLogger:
                 batch.append(row)
         return batch
 
-    def _write(self, conn: Any, copy: Any, batch: list[dict[str, Any]]) -> None:
+    def _write(self, conn: Any, batch: _LogBatch) -> None:
         """Write the batch and empty it. A batch PostgreSQL refuses for its content (a value it cannot store)
         is written again one row at a time, so that only the rows at fault are dropped and counted. A
-        connection error propagates, leaving the rows not yet written in ``batch`` for the caller's retry."""
+        connection error propagates, leaving the rows not yet written in ``batch`` for the caller's retry,
+        which writes them under the same write ids."""
         import psycopg
 
-        try:
-            self._copy(conn, copy, batch)
-        except psycopg.OperationalError:
-            raise
-        except Exception as refused:  # noqa: BLE001 - some row's value: find which
-            log.warning("PostgreSQL refused %d prediction log rows together (%s); writing them one by one",
-                        len(batch), refused)
-            dropped = 0
-            while batch:
-                try:
-                    self._copy(conn, copy, batch[:1])
-                except psycopg.OperationalError:
-                    raise
-                except Exception:  # noqa: BLE001 - counted and reported below
-                    dropped += 1
-                    self.dropped += 1
-                del batch[0]
-            if dropped:
-                log.error("dropped %d prediction log rows PostgreSQL refused", dropped)
-        batch.clear()
+        if not batch.one_by_one:
+            try:
+                self._write_once(conn, batch.id, batch.rows)
+                batch.rows.clear()
+                return
+            except psycopg.OperationalError:
+                raise
+            except Exception as refused:  # noqa: BLE001 - some row's value: find which
+                log.warning("PostgreSQL refused %d prediction log rows together (%s); writing them one by one",
+                            len(batch.rows), refused)
+                batch.one_by_one = True
+        dropped = 0
+        while batch.rows:
+            try:
+                self._write_once(conn, f"{batch.id}/{batch.done}", batch.rows[:1])
+            except psycopg.OperationalError:
+                raise
+            except Exception:  # noqa: BLE001 - counted and reported below
+                dropped += 1
+                self.dropped += 1
+            del batch.rows[0]
+            batch.done += 1
+        if dropped:
+            log.error("dropped %d prediction log rows PostgreSQL refused", dropped)
 
-    def _copy(self, conn: Any, copy: Any, rows: list[dict[str, Any]]) -> None:
-        with conn.cursor() as cur, cur.copy(copy) as writer:
-            for i, row in enumerate(rows, 1):
-                writer.write_row(self._record(row))
-                if i % self._YIELD_EVERY == 0:
-                    time.sleep(0)  # lets the event loop take the GIL now, not a switch interval later
+    def _write_once(self, conn: Any, write_id: str, rows: list[dict[str, Any]]) -> None:
+        """COPY the rows in one transaction with their write id, unless a write with that id committed."""
+        from psycopg import sql
+
+        copy = sql.SQL("copy serving.prediction_log ({}) from stdin").format(
+            sql.SQL(", ").join(map(sql.Identifier, self.COLUMNS)))
+        with conn.transaction():
+            claimed = conn.execute("insert into serving.prediction_log_write (write_id) values (%s) "
+                                   "on conflict do nothing", (write_id,)).rowcount
+            if not claimed:
+                log.warning("prediction log: %d rows were written before the connection broke; not written again",
+                            len(rows))
+                return
+            with conn.cursor() as cur, cur.copy(copy) as writer:
+                for i, row in enumerate(rows, 1):
+                    writer.write_row(self._record(row))
+                    if i % self._YIELD_EVERY == 0:
+                        time.sleep(0)  # lets the event loop take the GIL now, not a switch interval later
         self.written += len(rows)
+
+
+@dataclass
+class _LogBatch:
+    """Prediction-log rows taken from the queue together, and how far writing them got."""
+
+    rows: list[dict[str, Any]]
+    id: str = field(default_factory=lambda: uuid.uuid4().hex)
+    one_by_one: bool = False  # refused as a whole: each row is its own write (id ``<id>/<index>``)
+    done: int = 0  # rows written or dropped one by one
 
 
 # ---- models by alias -----------------------------------------------------------------------------
@@ -531,7 +566,9 @@ class AliasedModel:
 
     Versions are loaded from a local copy (``<home>/serve/model-cache/<model>/v<N>``), and the version each
     alias last served is recorded there: a replica that starts while the registry does not answer (a
-    restart, a scale-out under load) serves that version, and says so, instead of the fallback.
+    restart, a scale-out under load), or while its alias points at a version that cannot serve, serves
+    that version, and says so, instead of the fallback. Versions no alias serves leave the cache after
+    an hour unused.
     """
 
     def __init__(self, settings: Settings, alias: str) -> None:
@@ -554,7 +591,7 @@ class AliasedModel:
                 version = registry.alias_version(self.settings, self.alias)
             except ServiceError as exc:
                 if self.current is None:
-                    return self._load_cached(exc)
+                    return self._serve_cached(f"the registry did not answer: {exc}")
                 self.error = f"{type(exc).__name__}: {exc}"  # the loaded version goes on serving
                 return False
             if version is None:
@@ -573,10 +610,12 @@ class AliasedModel:
             except FlightlineError as exc:
                 self._refuse(number, str(exc))
                 log.error("%s: %s", self.alias, self.error)
-                return False
+                # a replica starting now has nothing loaded: the version this alias served before, if cached
+                return self.current is None and self._serve_cached(f"v{number} is not served: {exc}")
             self.current = (_fast_path(model) or model, number)
             self.error = None
             self._record_served(number)
+            self._prune_cache()
             log.info("%s now serves %s v%s", self.alias, self.settings.model_name, number)
             return True
         except Exception as exc:  # noqa: BLE001 - keep serving the loaded version; report why in health
@@ -589,14 +628,18 @@ class AliasedModel:
         return self.settings.home / "serve" / "model-cache" / self.settings.model_name
 
     def _cached_copy(self, number: str) -> Path:
-        """The version's files in the local cache, downloaded from the registry the first time."""
+        """The version's files in the local cache, downloaded from the registry the first time, and marked
+        as in use now (its modification time), so that no replica's :meth:`_prune_cache` takes it mid-load."""
+        import os
         import shutil
         import tempfile
 
         import mlflow
 
         local = self._cache / f"v{number}"
-        if not (local / "MLmodel").exists():
+        if (local / "MLmodel").exists():
+            os.utime(local)
+        else:
             self._cache.mkdir(parents=True, exist_ok=True)
             staging = Path(tempfile.mkdtemp(prefix=f".v{number}-", dir=self._cache))
             try:
@@ -615,19 +658,38 @@ class AliasedModel:
         staging.write_text(orjson.dumps({"version": number, "at": dt.datetime.now(dt.UTC).isoformat()}).decode())
         staging.replace(record)
 
-    def _load_cached(self, unreachable: Exception) -> bool:
-        """Serve the version this alias last served, from the local cache, when the registry cannot say."""
+    def _prune_cache(self, in_use_s: float = 3600.0) -> None:
+        """Delete the cached versions no alias record names and no replica used in the last ``in_use_s``
+        (a version being downloaded or loaded now), and leftover downloads: a model retrained daily would
+        otherwise leave a version a day (~1 MB each for the trained LightGBM) behind every replica's host."""
+        import shutil
+
+        recorded = set()
+        for record in self._cache.glob("*.json"):
+            with contextlib.suppress(OSError, ValueError, KeyError, TypeError):
+                recorded.add(f"v{orjson.loads(record.read_bytes())['version']}")
+        cutoff = time.time() - in_use_s
+        for entry in self._cache.iterdir():
+            stale = entry.name.startswith(".v") or (entry.name.startswith("v") and entry.name not in recorded)
+            with contextlib.suppress(OSError):  # another replica pruned it first
+                if entry.is_dir() and stale and entry.stat().st_mtime < cutoff:
+                    shutil.rmtree(entry)
+                    log.info("model cache: removed %s (no alias serves it)", entry.name)
+
+    def _serve_cached(self, why: str) -> bool:
+        """Serve the version this alias last served here, from the local cache, when the registry cannot say
+        which version to serve, or names one that cannot serve and nothing is loaded yet."""
         from flightline.errors import FlightlineError
 
         try:
             record = orjson.loads((self._cache / f"{self.alias}.json").read_bytes())
             model = load_servable(str(self._cache / f"v{record['version']}"))
         except (OSError, ValueError, KeyError, FlightlineError) as exc:
-            self.error = f"{unreachable}; no cached version to serve ({type(exc).__name__}: {exc})"
+            self.error = f"{why}; no cached version to serve ({type(exc).__name__}: {exc})"
             return False
-        self.current = (_fast_path(model) or model, str(record["version"]))
-        self.error = (f"the registry did not answer, so v{record['version']} is served from the local cache "
-                      f"(this alias's version at {record['at']}): {unreachable}")
+        version = str(record["version"])
+        self.current = (_fast_path(model) or model, version)
+        self.error = f"{why}; serving v{version} from the local cache (this alias's version at {record['at']})"
         log.warning("%s: %s", self.alias, self.error)
         return True
 
@@ -726,16 +788,17 @@ def load_servable(uri: str) -> Any:
 
     check_inputs(mlflow.models.Model.load(uri).signature)
     model = mlflow.pyfunc.load_model(uri)
-    check_servable(model)
+    probe_model(model)
     return model
 
 
 _PROBE_DEPARTURE = dt.datetime(2013, 6, 1, 16, 0, tzinfo=dt.UTC)
 
 
-def check_servable(model: Any, *, timeout_s: float = 60.0) -> None:
+def probe_model(model: Any, *, timeout_s: float = 60.0) -> None:
     """Raise unless the model scores the rows serving sends it to one probability each, within ``timeout_s``
     (a model that hangs would otherwise hang the alias follower, and no later move would reach serving).
+    :func:`load_servable` checks the model's inputs before it loads the model and calls this.
 
     The probe rows are an unknown flight's (every stored feature at its fallback, as with the store down)
     and one with every stored feature 0. Serving follows an alias wherever it moves, by our CLI or in
@@ -751,7 +814,6 @@ def check_servable(model: Any, *, timeout_s: float = 60.0) -> None:
     from flightline.features import FEATURE_NAMES, REQUEST_FEATURES, departure_clocks
     from flightline.online_features import FALLBACK_VALUES
 
-    check_inputs(model.metadata.signature)
     clock = dict(zip(REQUEST_FEATURES, departure_clocks([_PROBE_DEPARTURE])[0], strict=True))
     rows = [[clock.get(name, FALLBACK_VALUES.get(name, math.nan)) for name in FEATURE_NAMES],
             [clock.get(name, 0.0) for name in FEATURE_NAMES]]

@@ -2,7 +2,7 @@
 
 ``model_config``: ``delay_s`` sleeps before answering; ``fail_after_calls`` raises once it has answered
 that many calls, ``nan_after_calls`` answers NaN instead: with 1 the model passes the load-time probe
-(``flightline.serving.check_servable``, one call) and then breaks, as a model that fails in traffic does.
+(``flightline.serving.probe_model``, one call) and then breaks, as a model that fails in traffic does.
 """
 
 import time

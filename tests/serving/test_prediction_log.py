@@ -1,5 +1,5 @@
-"""The prediction log's writer against the real PostgreSQL: a cut connection loses no rows, and a row that
-PostgreSQL refuses costs only itself, not the other requests' rows written in the same flush."""
+"""The prediction log's writer against the real PostgreSQL: a cut connection loses no rows and writes none twice,
+and a row that PostgreSQL refuses costs only itself, not the other requests' rows written in the same flush."""
 
 from __future__ import annotations
 
@@ -77,6 +77,36 @@ def test_a_row_postgres_refuses_is_dropped_alone(platform: Settings) -> None:
         _wait_until(lambda: logger.written + logger.dropped == 3)
         assert (logger.written, logger.dropped) == (2, 1)
         assert _logged(platform, [*good, bad]) == sorted(row["request_id"] for row in good)
+    finally:
+        assert logger.close()
+
+
+def test_a_retried_write_that_committed_before_its_connection_broke_is_not_written_again(platform: Settings) -> None:
+    """The writer retries a write whose connection broke; when the break came after the server committed it,
+    the retry must write nothing. That moment cannot be produced on demand, so the test hands the writer the
+    same write twice, as its retry loop would (same write id, same rows, same progress)."""
+    from flightline import serving
+    from flightline.database import connect
+
+    serving.ensure_tables(platform)
+    logger = serving.PredictionLogger(platform)
+    try:
+        with connect(platform, platform.warehouse_db, autocommit=True) as conn:
+            together = [_row() for _ in range(3)]
+            first = serving._LogBatch(list(together))
+            logger._write(conn, first)
+            logger._write(conn, serving._LogBatch(list(together), id=first.id))
+            assert _logged(platform, together) == sorted(row["request_id"] for row in together)
+            assert logger.written == 3
+
+            # a batch refused as a whole goes row by row, each row its own write: the same holds for each
+            good, bad = [_row(), _row()], _row(sticky_key="user\x001")
+            one_by_one = serving._LogBatch([good[0], bad, good[1]])
+            logger._write(conn, one_by_one)
+            assert (logger.written, logger.dropped) == (5, 1)
+            logger._write(conn, serving._LogBatch([good[1]], id=one_by_one.id, one_by_one=True, done=2))
+            assert (logger.written, logger.dropped) == (5, 1)
+            assert _logged(platform, [*good, bad]) == sorted(row["request_id"] for row in good)
     finally:
         assert logger.close()
 

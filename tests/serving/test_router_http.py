@@ -442,6 +442,12 @@ def test_traffic_cli_changes_policy_at_runtime(serve_url: str, platform: Setting
     assert bad.exit_code == 2 and "with 0 % sends no traffic to the challenger" in bad.output
     bad = runner.invoke(app, ["serve", "traffic", "ab", "-p", "50", "--rollback-after", "5", "--why", "no guard"])
     assert bad.exit_code == 2 and "--rollback-above" in bad.output
+    # values out of range are named by the option that set them, each on its own line
+    bad = runner.invoke(app, ["serve", "traffic", "canary", "-p", "150", "--rollback-above", "5", "--rollback-after",
+                              "0", "-r", "out of range"])
+    assert bad.exit_code == 2
+    assert "error: --percent: Input should be less than or equal to 100 (got 150.0)\n" in bad.output
+    assert "error: --rollback-after: Input should be greater than or equal to 1 (got 0)\n" in bad.output
     done = runner.invoke(app, ["serve", "traffic", "ab", "-p", "50", "--experiment", "cli", "--by", "alice",
                                "--why", "A/B from the CLI"])
     assert done.exit_code == 0, done.output
@@ -455,7 +461,7 @@ def test_traffic_cli_changes_policy_at_runtime(serve_url: str, platform: Setting
     assert policy["set_at"]
     shown = runner.invoke(app, ["serve", "traffic", "show"])
     assert shown.exit_code == 0 and json.loads(shown.output.splitlines()[0]) == policy  # newest first
-    assert runner.invoke(app, ["serve", "traffic", "champion", "--why", "end of A/B"]).exit_code == 0
+    assert runner.invoke(app, ["serve", "traffic", "champion", "--reason", "end of A/B"]).exit_code == 0
 
 
 def test_separate_model_deployments_answer_and_take_the_canary(

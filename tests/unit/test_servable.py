@@ -1,4 +1,5 @@
-"""flightline.serving.check_servable on real MLflow models saved locally: what it lets in front of traffic."""
+"""flightline.serving.load_servable and probe_model on real MLflow models saved locally: what they let in front of
+traffic."""
 
 from __future__ import annotations
 
@@ -10,16 +11,16 @@ import pytest
 
 from flightline.errors import FlightlineError
 from flightline.features import FEATURE_NAMES
-from flightline.serving import check_servable
+from flightline.serving import load_servable, probe_model
 
 
-def _saved(tmp_path: Path, estimator: object, X: pd.DataFrame, *, signature: bool = True) -> object:
+def _saved(tmp_path: Path, estimator: object, X: pd.DataFrame, *, signature: bool = True) -> str:
     import mlflow
 
     path = tmp_path / "model"
     flavor = mlflow.lightgbm if type(estimator).__module__.startswith("lightgbm") else mlflow.sklearn
     flavor.save_model(estimator, path, input_example=X.head(2) if signature else None)
-    return mlflow.pyfunc.load_model(str(path))
+    return str(path)
 
 
 def _booster(X: pd.DataFrame, y: pd.Series, objective: str) -> object:
@@ -36,7 +37,7 @@ def _features(rows: int = 60) -> tuple[pd.DataFrame, pd.Series]:
 
 def test_a_model_of_the_serving_features_that_handles_missing_values_passes(tmp_path: Path) -> None:
     X, y = _features()  # the trained kind: LightGBM, binary
-    check_servable(_saved(tmp_path, _booster(X, y, "binary"), X))
+    load_servable(_saved(tmp_path, _booster(X, y, "binary"), X))
 
 
 def test_inputs_serving_does_not_have_are_named(tmp_path: Path) -> None:
@@ -44,7 +45,7 @@ def test_inputs_serving_does_not_have_are_named(tmp_path: Path) -> None:
 
     X = pd.DataFrame(np.random.default_rng(1).random((20, 2)), columns=["carrier_delay_rate_7d", "seats_sold"])
     with pytest.raises(FlightlineError, match=r"^it takes inputs serving does not have: seats_sold \(serving"):
-        check_servable(_saved(tmp_path, LogisticRegression().fit(X, X.iloc[:, 0] > 0.5), X))
+        load_servable(_saved(tmp_path, LogisticRegression().fit(X, X.iloc[:, 0] > 0.5), X))
 
 
 def test_a_model_that_fails_on_a_missing_value_is_refused(tmp_path: Path) -> None:
@@ -52,14 +53,14 @@ def test_a_model_that_fails_on_a_missing_value_is_refused(tmp_path: Path) -> Non
 
     X, y = _features()  # no NaN in training; serving sends NaN for a feature the store does not have
     with pytest.raises(FlightlineError, match=r"^it fails on the rows serving sends: .*NaN"):
-        check_servable(_saved(tmp_path, LogisticRegression().fit(X, y), X, signature=False))
+        load_servable(_saved(tmp_path, LogisticRegression().fit(X, y), X, signature=False))
 
 
 def test_an_answer_that_is_not_a_probability_is_refused(tmp_path: Path) -> None:
     X, _ = _features()
     minutes_late = pd.Series(np.linspace(20, 90, len(X)))  # a regressor of minutes, not a probability
     with pytest.raises(FlightlineError, match=r"not one probability in \[0, 1\] each"):
-        check_servable(_saved(tmp_path, _booster(X, minutes_late, "regression"), X))
+        load_servable(_saved(tmp_path, _booster(X, minutes_late, "regression"), X))
 
 
 def test_a_model_that_does_not_answer_in_time_is_refused(tmp_path: Path) -> None:
@@ -69,5 +70,5 @@ def test_a_model_that_does_not_answer_in_time_is_refused(tmp_path: Path) -> None
     mlflow.pyfunc.save_model(tmp_path / "model", python_model=str(slow), model_config={"delay_s": 3})
     model = mlflow.pyfunc.load_model(str(tmp_path / "model"))
     with pytest.raises(FlightlineError, match=r"^it did not answer the rows serving sends in 0.5 s$"):
-        check_servable(model, timeout_s=0.5)
-    check_servable(model, timeout_s=10)  # the same model, given the time it takes
+        probe_model(model, timeout_s=0.5)
+    probe_model(model, timeout_s=10)  # the same model, given the time it takes
