@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import datetime as dt
 import logging
 import threading
 import time
@@ -30,6 +31,9 @@ if TYPE_CHECKING:
     from flightline.schemas_serving import FlightIn, PredictionOut
 
 log = logging.getLogger(__name__)
+
+_POLICY_READ_LIMIT_S = 5.0
+"""Longest a policy read (one indexed row) may take; past it the poll's connection is replaced."""
 
 
 class FeaturesUnavailableError(FlightlineConfigError):
@@ -55,6 +59,8 @@ class RouterRuntime:
         self.reader_error: str | None = "not loaded yet"
         self._pool: Any = None
         self._policy_conn: Any = None
+        self.policy_read_at: str | None = None  # when the policy above was last read (UTC)
+        self.policy_error: str | None = None  # why the last read failed (the policy read before still applies)
         self._start: asyncio.Future[None] | None = None
         self._poller: asyncio.Task[None] | None = None
         self.router = serving.Router(
@@ -134,29 +140,44 @@ class RouterRuntime:
             await self._poll_once()
 
     async def _poll_once(self) -> None:
-        import psycopg
-
         from flightline.online_features import OnlineFeatureReader
 
-        try:
-            if self.reader is None:
+        if self.reader is None:
+            try:
                 self.reader = await asyncio.to_thread(OnlineFeatureReader.from_settings, self.settings)
                 self.reader_error = None
-            if self._policy_conn is None or self._policy_conn.closed:
-                self._policy_conn = await psycopg.AsyncConnection.connect(
-                    self.settings.postgres_dsn(self.settings.warehouse_db), autocommit=True
-                )
-            self.policy = await serving.read_policy_async(self._policy_conn)
-            reason = serving.rollback_reason(self.policy, self.router.tally)
-            if reason is not None:
-                if await serving.roll_back_async(self._policy_conn, self.policy, reason):
-                    log.warning("rolled back to the champion: %s", reason)
-                self.policy = await serving.read_policy_async(self._policy_conn)
-        except Exception as exc:  # noqa: BLE001 - keep the last good state; report it in status
-            if self.reader is None:
+            except Exception as exc:  # noqa: BLE001 - requests are answered on fallbacks; status says why
                 self.reader_error = f"{type(exc).__name__}: {exc}"[:500]
-            log.warning("serving poll failed: %s", exc)
-            self._policy_conn = None
+                log.warning("feature definitions unavailable: %s", exc)
+        try:
+            # bounded: a read stuck on a lock or a dead connection would otherwise freeze the policy unseen
+            async with asyncio.timeout(_POLICY_READ_LIMIT_S):
+                await self._read_policy()
+            self.policy_read_at, self.policy_error = dt.datetime.now(dt.UTC).isoformat(), None
+        except Exception as exc:  # noqa: BLE001 - keep the last policy read; status reports why and since when
+            self.policy_error = (f"no answer within {_POLICY_READ_LIMIT_S:g} s" if isinstance(exc, TimeoutError)
+                                 else f"{type(exc).__name__}: {exc}"[:500])
+            log.warning("traffic policy poll failed, still applying the policy read at %s: %s",
+                        self.policy_read_at, self.policy_error)
+            conn, self._policy_conn = self._policy_conn, None
+            if conn is not None:
+                with contextlib.suppress(Exception):
+                    await conn.close()
+
+    async def _read_policy(self) -> None:
+        """Read the latest policy, and apply its rollback guard to this replica's challenger tally."""
+        import psycopg
+
+        if self._policy_conn is None or self._policy_conn.closed:
+            self._policy_conn = await psycopg.AsyncConnection.connect(
+                self.settings.postgres_dsn(self.settings.warehouse_db), autocommit=True, connect_timeout=5
+            )
+        self.policy = await serving.read_policy_async(self._policy_conn)
+        reason = serving.rollback_reason(self.policy, self.router.tally)
+        if reason is not None:
+            if await serving.roll_back_async(self._policy_conn, self.policy, reason):
+                log.warning("rolled back to the champion: %s", reason)
+            self.policy = await serving.read_policy_async(self._policy_conn)
 
     async def _read_features(self, requests: list[Any]) -> list[ServedFeatures]:
         if self.reader is None:
@@ -175,6 +196,7 @@ class RouterRuntime:
         """Policy, breakers, feature readiness and prediction-log counters (models: see ``models``)."""
         return {
             "policy": self.policy.as_dict(),
+            "policy_read": {"at": self.policy_read_at, "error": self.policy_error},
             "breakers": {name: b.as_dict() for name, b in self.router.breakers.items()},
             "challenger_tally": self.router.tally.as_dict(),
             "features": {"ready": self.reader is not None, "error": self.reader_error},

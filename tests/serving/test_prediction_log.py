@@ -111,6 +111,36 @@ def test_a_retried_write_that_committed_before_its_connection_broke_is_not_writt
         assert logger.close()
 
 
+def test_the_ddl_runs_once_so_an_open_read_of_the_log_holds_up_neither_starts_nor_writes(
+    platform: Settings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The DDL's ALTER TABLEs lock the log exclusively: run on every replica start and policy command, they
+    waited for any open read of the log (an analyst's session), and the log's writes queued behind them."""
+    from flightline import serving
+    from flightline.database import connect
+
+    with connect(platform, platform.warehouse_db, autocommit=True) as conn:
+        conn.execute("delete from serving.schema_applied")  # as on a platform from before this DDL
+    serving.ensure_tables(platform)  # the upgrade: the DDL runs and records its hash
+    with connect(platform, platform.warehouse_db) as conn:
+        assert conn.execute("select count(*) from serving.schema_applied").fetchone() == (1,)
+
+    monkeypatch.setenv("PGOPTIONS", "-c lock_timeout=3s")  # a wait for a table lock fails, not hangs
+    logger = serving.PredictionLogger(platform, flush_s=0.05)
+    rows = [_row() for _ in range(5)]
+    try:
+        with connect(platform, platform.warehouse_db) as analyst:
+            analyst.execute("select count(*) from serving.prediction_log").fetchone()  # its transaction stays open
+            serving.ensure_tables(platform)  # a replica's start; each `serve traffic` command also reads:
+            assert serving.current_policy(platform).mode in {"champion", "canary", "ab"}
+            for row in rows:
+                logger.log(row)
+            _wait_until(lambda: logger.written == len(rows))
+    finally:
+        logger.close()
+    assert _logged(platform, rows) == sorted(row["request_id"] for row in rows)
+
+
 def test_maintenance_dag_prunes_the_rows_older_than_its_retention_and_reruns_idempotently(
     platform: Settings,
 ) -> None:

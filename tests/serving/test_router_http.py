@@ -453,15 +453,40 @@ def test_traffic_cli_changes_policy_at_runtime(serve_url: str, platform: Setting
     assert done.exit_code == 0, done.output
     deadline = time.monotonic() + 10
     while time.monotonic() < deadline:
-        policy = httpx.get(f"{serve_url}/v1/serving/status", timeout=10).json()["policy"]
+        status = httpx.get(f"{serve_url}/v1/serving/status", timeout=10).json()
+        policy = status["policy"]
         if policy["set_by"] == "alice":
             break
         time.sleep(0.5)
-    assert policy["mode"] == "ab" and policy["challenger_percent"] == 50 and policy["reason"] == "A/B from the CLI"
+    assert policy["mode"] == "ab" and policy["challenger_percent"] == 50 and policy["reason"] == "A/B from the CLI", (
+        status)
     assert policy["set_at"]
     shown = runner.invoke(app, ["serve", "traffic", "show"])
     assert shown.exit_code == 0 and json.loads(shown.output.splitlines()[0]) == policy  # newest first
     assert runner.invoke(app, ["serve", "traffic", "champion", "--reason", "end of A/B"]).exit_code == 0
+
+
+def test_a_policy_read_that_does_not_answer_is_reported_and_replaced(serve_url: str, platform: Settings) -> None:
+    """A policy read stuck on a lock (or a connection gone dead without a reset) used to wait forever, the
+    router applying the policy of before with nothing in its status to say so."""
+    from flightline.database import connect
+
+    def policy_read() -> dict[str, Any]:
+        return httpx.get(f"{serve_url}/v1/serving/status", timeout=10).json()["policy_read"]
+
+    before = policy_read()
+    assert before["at"] and before["error"] is None
+    with connect(platform, platform.warehouse_db) as conn:  # one transaction, held while the router polls
+        conn.execute("lock table serving.traffic_policy in access exclusive mode")
+        deadline = time.monotonic() + 20
+        while (stuck := policy_read())["error"] is None and time.monotonic() < deadline:
+            time.sleep(0.5)
+        assert stuck["error"] == "no answer within 5 s" and stuck["at"], stuck  # the policy read before applies
+        assert httpx.post(f"{serve_url}{PREDICT}", json=flight(), timeout=30).json()["variant"] == "champion"
+    deadline = time.monotonic() + 20
+    while (again := policy_read())["error"] is not None and time.monotonic() < deadline:
+        time.sleep(0.5)
+    assert again["error"] is None and again["at"] > stuck["at"], again
 
 
 def test_separate_model_deployments_answer_and_take_the_canary(

@@ -140,7 +140,7 @@ def test_router_scales_out_under_load_and_the_new_replica_answers(
     with Load(f"{replicas_url}{PREDICT}/batch", batch, clients=32, champion=models["champion"]) as load:
         wait_until("second router replica", lambda: _running(platform) == 2, timeout=180, interval=3)
         new_logs = [p for p in _replica_logs(platform) if p not in logs_before]
-        assert len(new_logs) == 1, new_logs
+        assert len(new_logs) == 1, {path.name: path.read_text()[-3000:] for path in new_logs}  # why another began
         wait_until("the new replica's first answers",
                    lambda: "flight-delay/batch 200" in new_logs[0].read_text(), timeout=60)
     assert len(serve_server.replica_pids(platform, ROUTER, APP)) == 2
