@@ -55,6 +55,30 @@ def pytest_unconfigure(config: pytest.Config) -> None:
         shutil.rmtree(os.environ["FLIGHTLINE_HOME"], ignore_errors=True)
 
 
+@pytest.fixture(autouse=True)
+def _flightline_environment_restored() -> Iterator[None]:
+    """Each test starts with the session's FLIGHTLINE_* variables, and settings read from them.
+
+    Cosmos's lineage step copies a dbt task's ``env`` into ``os.environ`` for good
+    (``cosmos/operators/local.py``): harmless in an Airflow task's own process, but a DAG run in-process
+    with the data tests' warehouse database left it in pytest's environment, and every later test that
+    re-read the settings wrote to that database (a `serve traffic` change the router never saw).
+    """
+    from flightline.config import get_settings
+
+    def flightline_environment() -> dict[str, str]:
+        return {name: value for name, value in os.environ.items() if name.startswith("FLIGHTLINE_")}
+
+    before = flightline_environment()
+    yield
+    after = flightline_environment()
+    if after != before:
+        for name in after.keys() - before.keys():
+            del os.environ[name]
+        os.environ.update(before)
+        get_settings.cache_clear()
+
+
 @pytest.fixture(scope="session")
 def platform() -> Iterator[Settings]:  # noqa: F821 - the type is imported lazily
     """The running platform's settings; started once per session, stopped at its end."""
