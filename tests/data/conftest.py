@@ -19,9 +19,8 @@ def data_settings(platform: Settings, tmp_path_factory: pytest.TempPathFactory) 
     from flightline.database import connect
 
     home: Path = tmp_path_factory.mktemp("data-home")
-    settings = platform.model_copy(
-        update={"home": home, "warehouse_db": DATABASE, "postgres_password": platform.secret("postgres_password")}
-    )
+    secrets = platform.ensure_secrets()  # the platform's, from its home: the fresh one has no secrets file
+    settings = platform.model_copy(update={"home": home, "warehouse_db": DATABASE, **secrets})
     with connect(platform, "postgres", autocommit=True) as conn:
         conn.execute(f'drop database if exists "{DATABASE}" with (force)')
         conn.execute(f'create database "{DATABASE}"')
