@@ -89,6 +89,7 @@ class FlightRouter:
         self._runtime = RouterRuntime(
             get_settings(),
             remote_scorers=None if models is None else {name: self._remote_scorer(h) for name, h in models.items()},
+            remote_versions=None if models is None else {name: self._remote_version(h) for name, h in models.items()},
         )
         self._retrieval = retrieval
         began = time.perf_counter()
@@ -111,6 +112,13 @@ class FlightRouter:
                 raise
 
         return score
+
+    @staticmethod
+    def _remote_version(handle: DeploymentHandle) -> Any:
+        async def version() -> str | None:
+            return (await handle.info.remote()).get("version")
+
+        return version
 
     @staticmethod
     @contextlib.contextmanager

@@ -32,8 +32,15 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-_POLICY_READ_LIMIT_S = 5.0
-"""Longest a policy read (one indexed row) may take; past it the poll's connection is replaced."""
+_POLL_STEP_LIMIT_S = 5.0
+"""Longest a poll's policy read (one indexed row; past it the connection is replaced) or version question may take."""
+
+
+def _poll_failure(exc: Exception) -> str:
+    """A poll step's failure for status and logs (a timeout's own text is empty)."""
+    if isinstance(exc, TimeoutError):
+        return f"no answer within {_POLL_STEP_LIMIT_S:g} s"
+    return f"{type(exc).__name__}: {exc}"[:500]
 
 
 class FeaturesUnavailableError(FlightlineConfigError):
@@ -43,9 +50,19 @@ class FeaturesUnavailableError(FlightlineConfigError):
 class RouterRuntime:
     """Champion and challenger (in this process, or remote scorers), the online feature pool and the poller."""
 
-    def __init__(self, settings: Settings, *, remote_scorers: dict[str, serving.Scorer] | None = None) -> None:
-        """``remote_scorers``: alias -> scorer of a model served elsewhere; None loads both aliases here."""
+    def __init__(
+        self,
+        settings: Settings,
+        *,
+        remote_scorers: dict[str, serving.Scorer] | None = None,
+        remote_versions: dict[str, Callable[[], Awaitable[str | None]]] | None = None,
+    ) -> None:
+        """``remote_scorers``: alias -> scorer of a model served elsewhere; None loads both aliases here.
+        ``remote_versions``: alias -> the version that model serves now, asked at each poll."""
         serving.ensure_tables(settings)
+        self._remote_versions = remote_versions or {}
+        self._remote_seen: dict[str, str] = {}
+        self._versions_asked: asyncio.Task[None] | None = None
         self.settings = settings
         self.models: dict[str, serving.AliasedModel] = {}
         self._followers: list[threading.Thread] = []
@@ -108,10 +125,11 @@ class RouterRuntime:
         if not await asyncio.to_thread(self.logger.close):  # 5 s: within the 10 s the serve config leaves
             log.warning("prediction log: rows still queued at shutdown were not written (written %d, dropped %d)",
                         self.logger.written, self.logger.dropped)
-        if self._poller is not None:
-            self._poller.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._poller
+        for task in (self._poller, self._versions_asked):
+            if task is not None:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
         for model in self.models.values():
             model.stop_following()
         if self._pool is not None:
@@ -151,18 +169,41 @@ class RouterRuntime:
                 log.warning("feature definitions unavailable: %s", exc)
         try:
             # bounded: a read stuck on a lock or a dead connection would otherwise freeze the policy unseen
-            async with asyncio.timeout(_POLICY_READ_LIMIT_S):
+            async with asyncio.timeout(_POLL_STEP_LIMIT_S):
                 await self._read_policy()
             self.policy_read_at, self.policy_error = dt.datetime.now(dt.UTC).isoformat(), None
         except Exception as exc:  # noqa: BLE001 - keep the last policy read; status reports why and since when
-            self.policy_error = (f"no answer within {_POLICY_READ_LIMIT_S:g} s" if isinstance(exc, TimeoutError)
-                                 else f"{type(exc).__name__}: {exc}"[:500])
+            self.policy_error = _poll_failure(exc)
             log.warning("traffic policy poll failed, still applying the policy read at %s: %s",
                         self.policy_read_at, self.policy_error)
             conn, self._policy_conn = self._policy_conn, None
             if conn is not None:
                 with contextlib.suppress(Exception):
                     await conn.close()
+        if self._remote_versions and (self._versions_asked is None or self._versions_asked.done()):
+            # beside the poll, not in it: a busy model deployment answers late, and the policy must not wait
+            self._versions_asked = asyncio.create_task(self._follow_remote_versions())
+
+    async def _follow_remote_versions(self) -> None:
+        await asyncio.gather(*(self._follow_remote_version(alias, version_of)
+                               for alias, version_of in self._remote_versions.items()))
+
+    async def _follow_remote_version(self, alias: str, version_of: Callable[[], Awaitable[str | None]]) -> None:
+        """Close the breaker of a model served elsewhere once another version serves its alias, as a colocated
+        model's swap does: the failures that opened it were the old version's, and left open it would refuse
+        the new one for ``serve_breaker_reset_s`` and count those refusals against a rollback guard."""
+        try:
+            async with asyncio.timeout(_POLL_STEP_LIMIT_S):
+                version = await version_of()
+        except Exception as exc:  # noqa: BLE001 - the requests to it report its state; ask again next poll
+            log.warning("%s: could not ask which version it serves: %s", alias, _poll_failure(exc))
+            return
+        if version is None:
+            return
+        seen, self._remote_seen[alias] = self._remote_seen.get(alias), version
+        if seen is not None and seen != version:
+            self.router.breakers[alias].reset()
+            log.info("%s now serves v%s (was v%s); its breaker starts closed", alias, version, seen)
 
     async def _read_policy(self) -> None:
         """Read the latest policy, and apply its rollback guard to this replica's challenger tally."""

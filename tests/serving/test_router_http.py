@@ -511,6 +511,9 @@ def test_separate_model_deployments_answer_and_take_the_canary(
         except httpx.HTTPError:
             return 0
 
+    def challenger_breaker() -> str:
+        return httpx.get(f"{url}/v1/serving/status", timeout=10).json()["breakers"]["challenger"]["state"]
+
     separate = platform.model_copy(update={"serve_colocate_models": False, "serve_rag": False})
     app = yaml.safe_load(serve_server.render_config(separate).read_text())["applications"][0]
     assert app["args"]["colocate_models"] is False
@@ -544,8 +547,26 @@ def test_separate_model_deployments_answer_and_take_the_canary(
         after = {a: m["rows_scored"] for a, m in status["models"].items()}
         assert after["champion"] - before["champion"] == 1 + variants.count("champion")
         assert after["challenger"] - before["challenger"] == variants.count("challenger")
+
+        # a swap behind the challenger's deployment closes the router's breaker, as a colocated swap does
+        set_alias(platform, "challenger", models["slow"])
+        wait_for_versions(url, {"challenger": models["slow"]}, timeout=120)
+        set_policy(platform, mode="canary", challenger_percent=100, experiment="separate")
+        for n in range(platform.serve_breaker_failures):
+            body = httpx.post(f"{url}{PREDICT}", json=flight(flight_number=n + 1), timeout=30).json()
+            assert body["variant"] == "champion" and "timed out" in body["fallback_reason"], body
+        assert challenger_breaker() == "open"
+        set_alias(platform, "challenger", models["challenger"])
+        wait_for_versions(url, {"challenger": models["challenger"]}, timeout=120)
+        deadline = time.monotonic() + 10
+        while challenger_breaker() != "closed" and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert challenger_breaker() == "closed"  # not half-open: no call has tried the new version yet
+        body = httpx.post(f"{url}{PREDICT}", json=flight(), timeout=30).json()
+        assert (body["variant"], body["model_version"]) == ("challenger", models["challenger"]), body
     finally:
         set_policy(platform, mode="champion")
+        set_alias(platform, "challenger", models["challenger"])
         serve_server.deploy(platform)
     wait_until("separate app removal", lambda: answers("/separate/healthz") == 404, timeout=120,
                log=serve_server.log_path(platform))
