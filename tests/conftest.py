@@ -71,12 +71,10 @@ def _flightline_environment_restored() -> Iterator[None]:
 
     before = flightline_environment()
     yield
-    after = flightline_environment()
-    if after != before:
-        for name in after.keys() - before.keys():
-            del os.environ[name]
-        os.environ.update(before)
-        get_settings.cache_clear()
+    for name in flightline_environment().keys() - before.keys():
+        del os.environ[name]
+    os.environ.update(before)
+    get_settings.cache_clear()  # also settings a test read from variables it had changed and put back
 
 
 @pytest.fixture(scope="session")

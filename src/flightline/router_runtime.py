@@ -165,8 +165,8 @@ class RouterRuntime:
                 self.reader = await asyncio.to_thread(OnlineFeatureReader.from_settings, self.settings)
                 self.reader_error = None
             except Exception as exc:  # noqa: BLE001 - requests are answered on fallbacks; status says why
-                self.reader_error = f"{type(exc).__name__}: {exc}"[:500]
-                log.warning("feature definitions unavailable: %s", exc)
+                self.reader_error = _poll_failure(exc)
+                log.warning("feature definitions unavailable: %s", self.reader_error)
         try:
             # bounded: a read stuck on a lock or a dead connection would otherwise freeze the policy unseen
             async with asyncio.timeout(_POLL_STEP_LIMIT_S):

@@ -245,7 +245,7 @@ def set_policy(settings: Settings, change: PolicyIn) -> TrafficPolicy:
             "%(experiment)s, %(set_by)s, %(reason)s, %(rollback_failure_percent)s, %(rollback_min_requests)s)",
             record,
         )
-    return current_policy(settings)
+        return _policy(conn.execute(_POLICY_SQL, (1,)).fetchone())  # this change: the lock orders the inserts
 
 
 _POLICY_SELECT = (
@@ -412,6 +412,7 @@ class PredictionLogger:
     )
     _OPTIONAL = frozenset({"fallback_reason", "policy_id", "routed_variant", "sticky_key"})
     _REQUIRED = frozenset(COLUMNS) - _OPTIONAL
+    _COPY = f"copy serving.prediction_log ({', '.join(COLUMNS)}) from stdin"  # plain lower-case names
     _YIELD_EVERY = 20
 
     def __init__(self, settings: Settings, *, max_queue: int = 20_000, flush_s: float = 0.2) -> None:
@@ -555,10 +556,6 @@ class PredictionLogger:
 
     def _write_once(self, conn: Any, write_id: str, rows: list[dict[str, Any]]) -> None:
         """COPY the rows in one transaction with their write id, unless a write with that id committed."""
-        from psycopg import sql
-
-        copy = sql.SQL("copy serving.prediction_log ({}) from stdin").format(
-            sql.SQL(", ").join(map(sql.Identifier, self.COLUMNS)))
         with conn.transaction():
             claimed = conn.execute("insert into serving.prediction_log_write (write_id) values (%s) "
                                    "on conflict do nothing", (write_id,)).rowcount
@@ -566,7 +563,7 @@ class PredictionLogger:
                 log.warning("prediction log: %d rows were written before the connection broke; not written again",
                             len(rows))
                 return
-            with conn.cursor() as cur, cur.copy(copy) as writer:
+            with conn.cursor() as cur, cur.copy(self._COPY) as writer:
                 for i, row in enumerate(rows, 1):
                     writer.write_row(self._record(row))
                     if i % self._YIELD_EVERY == 0:

@@ -83,26 +83,22 @@ def test_models_cli_lists_promotes_and_rolls_back(platform: Settings, monkeypatc
     settings = platform.model_copy(update={"model_name": f"registry_test_{uuid.uuid4().hex[:8]}"})
     v1, v2 = (train_small(settings, seed=seed) for seed in (31, 32))
     monkeypatch.setenv("FLIGHTLINE_MODEL_NAME", settings.model_name)
-    get_settings.cache_clear()
-    try:
-        runner = CliRunner()
-        missing = runner.invoke(app, ["models", "promote", "99", "--why", "no such version"])
-        assert missing.exit_code == 1 and f"model {settings.model_name!r} has no version '99'" in missing.output
-        unstated = runner.invoke(app, ["models", "promote", v1])
-        assert unstated.exit_code == 2 and "--reason" in unstated.output
-        for version, flag in ((v1, "--reason"), (v2, "--why")):  # either spelling, as `serve traffic` takes
-            done = runner.invoke(app, ["models", "promote", version, flag, f"v{version} from the CLI"])
-            assert done.exit_code == 0 and f"version {version} is now champion" in done.output, done.output
-        again = runner.invoke(app, ["models", "promote", v2, "-r", "twice"])
-        assert again.exit_code == 0 and f"version {v2} was already champion" in again.output
-        listed = runner.invoke(app, ["models", "list"])
-        assert listed.exit_code == 0 and [line.split()[:2] for line in listed.output.splitlines()[1:]] == [
-            [v2, "champion"], [v1, "-"]]
-        back = runner.invoke(app, ["models", "rollback", "-r", "the CLI rolls back"])
-        assert back.exit_code == 0 and f"champion rolled back from version {v2} to {v1}" in back.output
-        assert str(registry.alias_version(settings, "champion").version) == v1
-        nothing = runner.invoke(app, ["models", "rollback", "--why", "nothing before v1"])
-        assert nothing.exit_code == 1 and "no earlier champion to roll back to" in nothing.output
-    finally:
-        monkeypatch.undo()
-        get_settings.cache_clear()
+    get_settings.cache_clear()  # the CLI reads the settings anew (the session fixture clears them after)
+    runner = CliRunner()
+    missing = runner.invoke(app, ["models", "promote", "99", "--why", "no such version"])
+    assert missing.exit_code == 1 and f"model {settings.model_name!r} has no version '99'" in missing.output
+    unstated = runner.invoke(app, ["models", "promote", v1])
+    assert unstated.exit_code == 2 and "--reason" in unstated.output
+    for version, flag in ((v1, "--reason"), (v2, "--why")):  # either spelling, as `serve traffic` takes
+        done = runner.invoke(app, ["models", "promote", version, flag, f"v{version} from the CLI"])
+        assert done.exit_code == 0 and f"version {version} is now champion" in done.output, done.output
+    again = runner.invoke(app, ["models", "promote", v2, "-r", "twice"])
+    assert again.exit_code == 0 and f"version {v2} was already champion" in again.output
+    listed = runner.invoke(app, ["models", "list"])
+    assert listed.exit_code == 0 and [line.split()[:2] for line in listed.output.splitlines()[1:]] == [
+        [v2, "champion"], [v1, "-"]]
+    back = runner.invoke(app, ["models", "rollback", "-r", "the CLI rolls back"])
+    assert back.exit_code == 0 and f"champion rolled back from version {v2} to {v1}" in back.output
+    assert str(registry.alias_version(settings, "champion").version) == v1
+    nothing = runner.invoke(app, ["models", "rollback", "--why", "nothing before v1"])
+    assert nothing.exit_code == 1 and "no earlier champion to roll back to" in nothing.output
