@@ -245,7 +245,9 @@ def set_policy(settings: Settings, change: PolicyIn) -> TrafficPolicy:
             "%(experiment)s, %(set_by)s, %(reason)s, %(rollback_failure_percent)s, %(rollback_min_requests)s)",
             record,
         )
-        return _policy(conn.execute(_POLICY_SQL, (1,)).fetchone())  # this change: the lock orders the inserts
+        latest = conn.execute(_POLICY_SQL, (1,)).fetchone()  # this change: the lock orders the inserts
+    assert latest is not None  # the row inserted above
+    return _policy(latest)
 
 
 _POLICY_SELECT = (
