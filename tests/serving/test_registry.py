@@ -102,3 +102,35 @@ def test_models_cli_lists_promotes_and_rolls_back(platform: Settings, monkeypatc
     assert str(registry.alias_version(settings, "champion").version) == v1
     nothing = runner.invoke(app, ["models", "rollback", "--why", "nothing before v1"])
     assert nothing.exit_code == 1 and "no earlier champion to roll back to" in nothing.output
+
+
+def test_registering_a_promoted_version_loads_it_once(platform: Settings, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The training DAG's register step moves ``challenger`` and then, when the evaluation says promote,
+    ``champion`` to the same version: each move probes an unprobed version by loading it, and the promotion
+    reuses the challenger's probe (a second load would cost a large model its load time again). A rerun,
+    with both aliases already there, loads nothing."""
+    from flightline import registry, serving
+
+    settings = platform.model_copy(update={"model_name": f"registry_test_{uuid.uuid4().hex[:8]}"})
+    version = train_small(settings, seed=41)
+    run_id = registry.client(settings).get_model_version(settings.model_name, version).run_id
+    challenger = {"metrics": {"auc": 0.7, "log_loss": 0.5, "calibration_error": 0.01},
+                  "latency": {"latency_p95_ms": 1.0}}
+    evaluation = {"challenger": challenger, "eval_window": "2013-10-01/2013-12-31",
+                  "decision": {"promote": True, "reasons": ["pass: no champion yet"]}}
+    loaded: list[str] = []
+    load_servable = serving.load_servable
+
+    def counted(uri: str) -> object:
+        loaded.append(uri)
+        return load_servable(uri)
+
+    monkeypatch.setattr(serving, "load_servable", counted)
+    first = registry.register(settings, run_id, evaluation, by="tests")
+    assert first == {"version": version, "challenger_moved": True, "champion_moved": True, "promote": True}
+    assert loaded == [f"models:/{settings.model_name}/{version}"]
+    assert str(registry.alias_version(settings, "champion").version) == version
+
+    rerun = registry.register(settings, run_id, evaluation, by="tests")
+    assert rerun == {"version": version, "challenger_moved": False, "champion_moved": False, "promote": True}
+    assert len(loaded) == 1
