@@ -92,6 +92,10 @@ class RouterRuntime:
             # (left open, it would refuse the new version for serve_breaker_reset_s, and trip a rollback guard)
             self._followers.append(model.follow(settings.serve_model_poll_s, on_swap=self.router.breakers[alias].reset))
         self.batcher = RequestBatcher(self._predict_received, max_batch=settings.serve_max_batch)
+        # while the store hangs, every batch would wait out the read timeout, one batch at a time
+        self.store_breaker = serving.CircuitBreaker(
+            "online_store", failures=settings.serve_breaker_failures, reset_after_s=settings.serve_breaker_reset_s
+        )
 
     async def predict(self, flights: list[FlightIn]) -> list[PredictionOut]:
         """A caller's batch, scored as it is (the batch endpoint)."""
@@ -223,22 +227,36 @@ class RouterRuntime:
     async def _read_features(self, requests: list[Any]) -> list[ServedFeatures]:
         if self.reader is None:
             raise FeaturesUnavailableError(f"feature definitions unavailable ({self.reader_error}); run `feast apply`")
-        limit = self.settings.serve_model_timeout_s
+        breaker, limit = self.store_breaker, self.settings.serve_model_timeout_s
+        if not breaker.allow():
+            return self.reader.unavailable(
+                requests, f"online store circuit open (reads failed {breaker.consecutive_failures} times in a row)"
+            )
         try:
             # bounded: a batch waiting on a hung query would hold up every request behind it
             async with asyncio.timeout(limit), self._pool.connection(timeout=limit) as conn:
-                return await self.reader.read_async(conn, requests)
+                served = await self.reader.read_async(conn, requests)
+        except asyncio.CancelledError:
+            breaker.abandoned()
+            raise
         except TimeoutError:
+            breaker.failure()
             return self.reader.unavailable(requests, f"feature read took over {limit:g} s")
         except Exception as exc:  # noqa: BLE001 - the store being down is a flagged fallback, not a 500
+            breaker.failure()
             return self.reader.unavailable(requests, f"{type(exc).__name__}: {exc}"[:300])
+        breaker.success()
+        return served
 
     def status(self) -> dict[str, Any]:
         """Policy, breakers, feature readiness and prediction-log counters (models: see ``models``)."""
         return {
             "policy": self.policy.as_dict(),
             "policy_read": {"at": self.policy_read_at, "error": self.policy_error},
-            "breakers": {name: b.as_dict() for name, b in self.router.breakers.items()},
+            "breakers": {
+                **{name: b.as_dict() for name, b in self.router.breakers.items()},
+                "online_store": self.store_breaker.as_dict(),
+            },
             "challenger_tally": self.router.tally.as_dict(),
             "features": {"ready": self.reader is not None, "error": self.reader_error},
             "prediction_log": {"written": self.logger.written, "dropped": self.logger.dropped},

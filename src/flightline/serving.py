@@ -382,11 +382,20 @@ class CircuitBreaker:
         """Closed with no failures: after a success, or when another model version takes over the alias."""
         self._failures, self._opened_at, self._trial = 0, None, False
 
+    def abandoned(self) -> None:
+        """A call was cancelled before it answered (its caller gave up): no verdict, and a half-open trial's
+        slot is free again; kept, it would refuse every later call."""
+        self._trial = False
+
     def failure(self) -> None:
         self._failures += 1
         self._trial = False
         if self._opened_at is not None or self._failures >= self._threshold:
             self._opened_at = self._clock()
+
+    @property
+    def consecutive_failures(self) -> int:
+        return self._failures
 
     def as_dict(self) -> dict[str, Any]:
         return {"state": self.state, "consecutive_failures": self._failures}
@@ -932,6 +941,9 @@ class Router:
             # nothing extra)
             async with asyncio.timeout(self.settings.serve_model_timeout_s):
                 probs, version = await self._scorers[variant](rows)
+        except asyncio.CancelledError:
+            breaker.abandoned()
+            raise
         except TimeoutError:
             breaker.failure()
             return None, None, f"{variant} timed out after {self.settings.serve_model_timeout_s:g} s"

@@ -397,6 +397,36 @@ def test_champion_timeout_answers_documented_fallback(
     assert httpx.post(f"{serve_url}{PREDICT}", json=flight(), timeout=30).json()["variant"] == "champion"
 
 
+def test_a_hung_online_store_trips_its_breaker_and_requests_answer_at_once(
+    serve_url: str, platform: Settings
+) -> None:
+    """Without a breaker every batch would wait out the read timeout while the store hangs, one batch at a
+    time: at 0.5 s a batch of at most 32, the router would answer ~64 requests a second."""
+    from flightline.database import connect
+    from flightline.online_features import OnlineFeatureReader
+
+    def store_breaker() -> dict[str, Any]:
+        return httpx.get(f"{serve_url}/v1/serving/status", timeout=10).json()["breakers"]["online_store"]
+
+    reader = OnlineFeatureReader.from_settings(platform)
+    with connect(platform, platform.feast_db) as conn:  # one transaction, held while the router reads
+        conn.execute(f'lock table "{reader.schema}"."{reader.specs[0].table}" in access exclusive mode')
+        for n in range(platform.serve_breaker_failures):
+            body = httpx.post(f"{serve_url}{PREDICT}", json=flight(flight_number=n + 1), timeout=30).json()
+            assert "feature read took over" in body["features"]["store_error"], body
+        assert store_breaker()["state"] == "open"
+        began = time.monotonic()
+        refused = httpx.post(f"{serve_url}{PREDICT}", json=flight(), timeout=30).json()
+        assert time.monotonic() - began < platform.serve_model_timeout_s  # not read: answered at once
+    assert refused["variant"] == "champion" and not refused["features"]["fetched"]
+    assert "online store circuit open" in refused["features"]["store_error"]
+    assert "plane_seats" in refused["features"]["defaulted"]  # flagged fallbacks, as for a failed read
+    time.sleep(platform.serve_breaker_reset_s)  # half-open: the next read is the trial, and the store answers
+    after = httpx.post(f"{serve_url}{PREDICT}", json=flight(), timeout=30).json()
+    assert after["features"]["store_error"] is None and after["features"]["fetched"]
+    assert store_breaker() == {"state": "closed", "consecutive_failures": 0}
+
+
 def test_serve_is_a_platform_component(platform: Settings) -> None:
     from flightline import stack
 

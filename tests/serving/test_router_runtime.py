@@ -6,6 +6,7 @@ Real Feast online tables, real MLflow models, real policy table and prediction l
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import datetime as dt
 from typing import TYPE_CHECKING, Any
 
@@ -89,3 +90,43 @@ def test_closing_writes_the_queued_log_rows_then_reports_the_writer_stopped(serv
     assert problem_while_serving is None
     assert runtime.health_problem() == "prediction log writer stopped"  # a closed runtime must not look healthy
     assert runtime.status()["prediction_log"] == {"written": len(flights), "dropped": 0}
+
+
+def test_a_trial_call_whose_caller_is_cancelled_frees_the_breaker(
+    serve_url: str, platform: Settings, models: dict[str, str]
+) -> None:
+    """A half-open breaker lets one trial call through. Serve's Python proxy cancels a request whose client
+    disconnects; a trial cancelled so must free the trial, else the breaker refuses every later call until
+    the alias moves."""
+    from serving_fixtures import set_alias, wait_for_versions
+
+    from flightline.router_runtime import RouterRuntime
+    from flightline.schemas_serving import FlightIn
+
+    settings = platform.model_copy(update={"serve_model_poll_s": 3600.0, "serve_breaker_reset_s": 1.0})
+    set_alias(platform, "champion", models["slow"])  # sleeps 2 s: every call times out
+    try:
+        runtime = RouterRuntime(settings)  # follows its aliases hourly: the slow model stays its champion
+    finally:
+        set_alias(platform, "champion", models["champion"])
+    one = [FlightIn.model_validate(flight())]
+
+    async def scenario() -> tuple[list[str | None], str | None]:
+        try:
+            await runtime.started()
+            tripped = [(await runtime.predict(one))[0].fallback_reason for _ in range(settings.serve_breaker_failures)]
+            await asyncio.sleep(settings.serve_breaker_reset_s)  # half-open: the next call is the trial
+            trial = asyncio.create_task(runtime.predict(one))
+            await asyncio.sleep(settings.serve_model_timeout_s / 4)
+            trial.cancel()  # its caller gave up, well within the model's timeout
+            with contextlib.suppress(asyncio.CancelledError):
+                await trial
+            return tripped, (await runtime.predict(one))[0].fallback_reason
+        finally:
+            await runtime.close()
+
+    assert runtime.models["champion"].info()["version"] == models["slow"]
+    tripped, after = asyncio.run(scenario())
+    assert all(reason and "champion timed out" in reason for reason in tripped), tripped
+    assert after and "champion timed out" in after, after  # tried again, not refused as "circuit open"
+    wait_for_versions(serve_url, {"champion": models["champion"]}, timeout=60)

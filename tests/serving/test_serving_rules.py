@@ -58,6 +58,17 @@ def test_breaker_opens_then_lets_one_trial_through() -> None:
     assert breaker.state == "closed" and breaker.allow()
 
 
+def test_an_abandoned_trial_frees_the_half_open_slot() -> None:
+    now = [0.0]
+    breaker = CircuitBreaker("champion", failures=1, reset_after_s=5, clock=lambda: now[0])
+    breaker.failure()
+    now[0] = 5.0
+    assert breaker.allow() and not breaker.allow()
+    breaker.abandoned()  # the trial's caller gave up: no verdict either way
+    assert breaker.state == "half-open" and breaker.consecutive_failures == 1
+    assert breaker.allow()  # the next call is the trial
+
+
 @pytest.mark.parametrize(
     ("change", "field"),
     [
