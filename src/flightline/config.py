@@ -105,7 +105,9 @@ class Settings(BaseSettings):
         default=0.5, gt=0,
         description="a model call or online feature read slower than this fails (a read: flagged fallbacks)",
     )
-    serve_breaker_failures: int = Field(default=3, ge=1, description="consecutive failures that open a breaker")
+    serve_breaker_failures: int = Field(
+        default=3, ge=1, description="consecutive failures that open a breaker (each model's, the online store's)"
+    )
     serve_breaker_reset_s: float = Field(default=10.0, gt=0, description="open breaker's wait before a trial call")
     serve_fallback_probability: float = Field(
         default=0.2, ge=0, le=1,
