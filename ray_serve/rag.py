@@ -37,10 +37,13 @@ class RetrievalService:
 
         self._settings = get_settings()
         self._embedder = get_embedder(self._settings)
-        # check: a connection that a PostgreSQL restart closed is replaced before a search gets it
+        # check: a connection that a PostgreSQL restart closed is replaced before a search gets it.
+        # statement_timeout: a search blocked by a lock held a slot of this replica and one of the router's
+        # for as long as the lock was held (every later search queued behind them)
+        timeout_ms = round(self._settings.rag_search_timeout_s * 1000)
         self._pool = ConnectionPool(
             self._settings.postgres_dsn(self._settings.warehouse_db), min_size=1, max_size=pool_size, open=True,
-            check=ConnectionPool.check_connection,
+            check=ConnectionPool.check_connection, kwargs={"options": f"-c statement_timeout={timeout_ms}"},
         )
 
     def search(self, payload: dict[str, Any]) -> dict[str, Any]:
@@ -61,6 +64,11 @@ class RetrievalService:
             raise ServiceError(
                 "postgres", f"no document-store connection within {STORE_WAIT_S:g} s (PostgreSQL down or every "
                 "connection busy); try again shortly"
+            ) from exc
+        except psycopg.errors.QueryCanceled as exc:
+            raise ServiceError(
+                "postgres", f"the document store did not answer the search within "
+                f"{self._settings.rag_search_timeout_s:g} s (a lock or an overloaded database); try again shortly"
             ) from exc
         except psycopg.OperationalError as exc:
             raise ServiceError("postgres", f"the document store failed the search ({exc}); try again shortly") from exc

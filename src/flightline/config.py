@@ -135,6 +135,10 @@ class Settings(BaseSettings):
     rag_bm25_b: float = Field(default=0.4, ge=0, le=1)
     rag_rrf_k: int = Field(default=60, ge=1, description="reciprocal rank fusion constant")
     rag_candidates: int = Field(default=100, ge=1, description="candidates per mode fed to hybrid fusion")
+    rag_search_timeout_s: float = Field(
+        default=10.0, gt=0,
+        description="a search statement slower than this (a lock, an overloaded database) is cancelled: a 503",
+    )
 
     # Model training (flightline.spark_features, training, registry)
     spark_master: str = Field(default="local[2]", description="Spark master for the windowed features")

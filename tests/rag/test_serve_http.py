@@ -139,3 +139,28 @@ def test_search_answers_503_with_the_reason_while_the_document_store_refuses_con
     assert waited < 20
     # back as soon as the store is: the pool replaces the connections the outage closed
     assert httpx.post(f"{rag_url}/v1/rag/search", json=body, timeout=30).status_code == 200
+
+
+def test_search_answers_503_with_the_reason_while_a_lock_holds_the_document_store(
+    rag_url: str, platform: Settings, scifact_subset: str
+) -> None:
+    """A search blocked by a lock (an analyst's `lock table`, a migration) waited as long as the lock was held,
+    with a slot of RetrievalService and one of the router; its statement now gives up after
+    ``rag_search_timeout_s``."""
+    import time
+
+    from flightline.database import connect
+
+    body = {"query": "prion protein", "k": 3, "collection": scifact_subset}
+    with connect(platform, platform.warehouse_db) as conn:  # one transaction, held while the search runs
+        conn.execute("lock table rag_chunks in access exclusive mode")
+        began = time.monotonic()
+        response = httpx.post(f"{rag_url}/v1/rag/search", json=body, timeout=120)
+        waited = time.monotonic() - began
+    assert response.status_code == 503, response.text
+    assert response.json()["detail"] == (
+        f"postgres: the document store did not answer the search within {platform.rag_search_timeout_s:g} s "
+        "(a lock or an overloaded database); try again shortly"
+    )
+    assert platform.rag_search_timeout_s <= waited < platform.rag_search_timeout_s + 10
+    assert httpx.post(f"{rag_url}/v1/rag/search", json=body, timeout=30).status_code == 200  # the lock is gone
