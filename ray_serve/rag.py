@@ -38,8 +38,8 @@ class RetrievalService:
         self._settings = get_settings()
         self._embedder = get_embedder(self._settings)
         # check: a connection that a PostgreSQL restart closed is replaced before a search gets it.
-        # statement_timeout: a search blocked by a lock held a slot of this replica and one of the router's
-        # for as long as the lock was held (every later search queued behind them)
+        # statement_timeout: without it a search blocked by a lock would hold a slot of this replica and one
+        # of the router's for as long as the lock is held (PostgreSQL's default is no timeout)
         timeout_ms = round(self._settings.rag_search_timeout_s * 1000)
         self._pool = ConnectionPool(
             self._settings.postgres_dsn(self._settings.warehouse_db), min_size=1, max_size=pool_size, open=True,

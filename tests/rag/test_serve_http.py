@@ -144,8 +144,8 @@ def test_search_answers_503_with_the_reason_while_the_document_store_refuses_con
 def test_search_answers_503_with_the_reason_while_a_lock_holds_the_document_store(
     rag_url: str, platform: Settings, scifact_subset: str
 ) -> None:
-    """A search blocked by a lock (an analyst's `lock table`, a migration) waited as long as the lock was held,
-    with a slot of RetrievalService and one of the router; its statement now gives up after
+    """A search blocked by a lock (an analyst's `lock table`, a migration) would wait as long as the lock is
+    held, with a slot of RetrievalService and one of the router; its statement gives up after
     ``rag_search_timeout_s``."""
     import time
 
