@@ -1,6 +1,6 @@
 """The benchmark's baseline: the router's prediction endpoint in a bare FastAPI app, without Ray.
 
-It runs the same :class:`flightline.router_runtime.RouterRuntime` as each Ray Serve router replica (same
+It runs the same :class:`flightline.serving.runtime.RouterRuntime` as each Ray Serve router replica (same
 schemas, feature read, models, traffic policy, breakers and prediction log), so the benchmark's ratio
 measures what Ray Serve itself costs, not differences in the endpoint's work. Like a replica (Serve's
 ``RAY_SERVE_FREEZE_GC_ON_STARTUP``), it freezes its startup heap out of the GC's scans: unfrozen, the
@@ -18,13 +18,13 @@ from contextlib import asynccontextmanager
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
 
-from flightline.request_limits import BodySizeLimit
-from flightline.router_runtime import FeaturesUnavailableError, RouterRuntime
-from flightline.schemas_serving import BatchIn, BatchOut, FlightIn, PredictionOut
+from flightline.serving.request_limits import BodySizeLimit
+from flightline.serving.runtime import FeaturesUnavailableError, RouterRuntime
+from flightline.serving.schemas import BatchIn, BatchOut, FlightIn, PredictionOut
 
 
 def create_app() -> FastAPI:
-    from flightline.config import get_settings
+    from flightline.platform.config import get_settings
 
     runtime = RouterRuntime(get_settings())
 

@@ -14,7 +14,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from flightline.processes import free_port, process_tree, read_pid
+from flightline.platform.processes import free_port, process_tree, read_pid
 
 
 def _pss_kib(pid: int) -> int:

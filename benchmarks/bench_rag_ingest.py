@@ -16,8 +16,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
-    from flightline.config import Settings
-    from flightline.embeddings import Embedder
+    from flightline.platform.config import Settings
+    from flightline.rag.embeddings import Embedder
 
 
 def main() -> None:
@@ -31,10 +31,11 @@ def main() -> None:
     )
     args = parser.parse_args()
 
-    from flightline.chunking import chunk_document, embedding_text
-    from flightline.config import get_settings
-    from flightline.embeddings import get_embedder
-    from flightline.ingestion import drop_collection, load_documents, sync_collection
+    from flightline.platform.config import get_settings
+    from flightline.rag.chunking import chunk_document, embedding_text
+    from flightline.rag.documents import load_documents
+    from flightline.rag.embeddings import get_embedder
+    from flightline.rag.ingestion import drop_collection, sync_collection
 
     settings = get_settings()
     documents = load_documents(settings.shared_data_dir / "scifact")[: args.docs]
@@ -110,8 +111,8 @@ def main() -> None:
 
 def _reingest_full_collection(settings: Settings, collection: str, embedder: Embedder) -> dict[str, object] | None:
     """Re-ingest an existing full collection from disk (load, chunk, hash, compare): nothing to embed."""
-    from flightline import database
-    from flightline.ingestion import ingest_source
+    from flightline.platform import database
+    from flightline.rag.ingestion import ingest_source
 
     with database.connect(settings, settings.warehouse_db) as conn:
         row = conn.execute("select source, chunk_count from rag_collections where name = %s", (collection,)).fetchone()

@@ -36,12 +36,12 @@ def main() -> None:
     parser.add_argument("--url", default=None, help="also time POST <url>/v1/rag/search")
     args = parser.parse_args()
 
-    from flightline import database
-    from flightline.config import get_settings
-    from flightline.embeddings import get_embedder
-    from flightline.rag_eval import load_queries
-    from flightline.retrieval import collection_info, dense_hits, search
-    from flightline.schemas_rag import SearchRequest
+    from flightline.platform import database
+    from flightline.platform.config import get_settings
+    from flightline.rag.embeddings import get_embedder
+    from flightline.rag.evaluation import load_queries
+    from flightline.rag.retrieval import collection_info, dense_hits, search
+    from flightline.rag.schemas import SearchRequest
 
     settings = get_settings()
     embedder = get_embedder(settings)

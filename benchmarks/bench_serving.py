@@ -42,7 +42,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from flightline.processes import command_line, free_port, process_tree
+from flightline.platform.processes import command_line, free_port, process_tree
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -144,7 +144,7 @@ def _serve_processes(settings: Any, head: int, app: str, deployment: str) -> Pro
     """What a request to ``app`` costs in Ray: its ingress replicas, HAProxy and the HAProxyManager actor
     (it parses HAProxy's per-request metrics lines), or Serve's Python proxy (``serve_ingress: proxy``).
     Found below the platform's Ray head by process title, again before each round (autoscaling)."""
-    from flightline import serve_server
+    from flightline.platform import serve_server
 
     titles = {"haproxy_manager": "ray::HAProxyManager", "python_proxy": "ray::ProxyActor"}
 
@@ -228,11 +228,11 @@ def _wait_answering(url: str, body: dict[str, Any], ready: Callable[[], bool], w
 def _feature_read_costs(settings: Any, flight: dict[str, Any], repeats: int) -> dict[str, Any]:
     import math
 
-    from flightline import feature_store
-    from flightline import features as F
-    from flightline.database import connect
-    from flightline.online_features import OnlineFeatureReader
-    from flightline.schemas_serving import FlightIn
+    from flightline.features import definitions as F
+    from flightline.features import store as feature_store
+    from flightline.features.online import OnlineFeatureReader
+    from flightline.platform.database import connect
+    from flightline.serving.schemas import FlightIn
 
     request = FlightIn.model_validate(flight).to_request()
     store = feature_store.get_store(settings)  # built once: only Feast's per-call read cost is timed
@@ -286,7 +286,7 @@ def _serve_floor(settings: Any, head: int, load: Callable[..., dict[str, Any]], 
     import yaml
 
     from benchmarks.serve_floor import RESPONSE_ENV
-    from flightline import serve_server
+    from flightline.platform import serve_server
 
     config = yaml.safe_load(serve_server.render_config(settings).read_text())
     platform_app = config["applications"][0]
@@ -354,8 +354,9 @@ def main() -> None:
     import httpx
     from serving_fixtures import flight, seed_features, set_alias, train_small, wait_for_versions
 
-    from flightline import registry, serve_server
-    from flightline.config import get_settings
+    from flightline.models import registry
+    from flightline.platform import serve_server
+    from flightline.platform.config import get_settings
 
     if args.load_generator == "wrk" and shutil.which("wrk") is None:
         raise SystemExit("--load-generator wrk: no wrk on PATH (apt-get install wrk)")

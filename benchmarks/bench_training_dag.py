@@ -18,10 +18,10 @@ from pathlib import Path
 
 import httpx
 
-from flightline.airflow_client import AirflowClient
-from flightline.airflow_server import api_token
-from flightline.config import get_settings
-from flightline.training import HOLDOUT_PARAMS, manual_logical_date
+from flightline.models.training import HOLDOUT_PARAMS, manual_logical_date
+from flightline.platform.airflow_client import AirflowClient
+from flightline.platform.airflow_server import api_token
+from flightline.platform.config import get_settings
 
 DAG_ID = "flight_delay_training"
 STAGES = ("extract", "validate", "transform", "featurize", "training_set", "train", "evaluate", "register")
@@ -61,7 +61,7 @@ def main() -> None:
 
     holdout: dict[str, float] = {}
     try:
-        from flightline import registry
+        from flightline.models import registry
 
         version = registry.alias_version(settings, registry.CHALLENGER)
         if version is not None:

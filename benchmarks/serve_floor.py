@@ -19,7 +19,7 @@ from fastapi import FastAPI
 from ray import serve
 from ray.serve import Application
 
-from flightline.schemas_serving import FlightIn, PredictionOut
+from flightline.serving.schemas import FlightIn, PredictionOut
 
 RESPONSE_ENV = "SERVE_FLOOR_RESPONSE"
 

@@ -30,10 +30,10 @@ def batch_inference() -> None:
         from airflow.sdk import get_current_context
         from airflow.sdk.exceptions import AirflowFailException
 
-        from flightline.batch_inference import day_to_score, score_day
-        from flightline.config import get_settings
-        from flightline.dag_conf import check_run_conf
-        from flightline.errors import FlightlineConfigError, NotFoundError
+        from flightline.platform.config import get_settings
+        from flightline.platform.dag_conf import check_run_conf
+        from flightline.platform.errors import FlightlineConfigError, NotFoundError
+        from flightline.serving.batch_inference import day_to_score, score_day
 
         assert params is not None and logical_date is not None
         try:

@@ -46,17 +46,17 @@ def embedding_ingestion() -> None:
         from airflow.sdk import get_current_context
         from airflow.sdk.exceptions import AirflowFailException
 
-        from flightline import ingestion
-        from flightline.config import get_settings
-        from flightline.dag_conf import check_run_conf
-        from flightline.errors import DataValidationError, FlightlineConfigError, NotFoundError
+        from flightline.platform.config import get_settings
+        from flightline.platform.dag_conf import check_run_conf
+        from flightline.platform.errors import DataValidationError, FlightlineConfigError, NotFoundError
+        from flightline.rag import documents, ingestion
 
         settings = get_settings()
         assert params is not None
         source = Path(str(params["source"])) if params["source"] else settings.shared_data_dir / "scifact"
         try:
             check_run_conf(get_current_context())
-            source = ingestion.check_source_allowed(settings, source)
+            source = documents.check_source_allowed(settings, source)
             report = ingestion.ingest_source(
                 settings,
                 source,
@@ -72,8 +72,8 @@ def embedding_ingestion() -> None:
     def evaluate_and_record(report: dict[str, object], params: dict[str, object] | None = None) -> dict[str, object]:
         from pathlib import Path
 
-        from flightline import rag_eval
-        from flightline.config import get_settings
+        from flightline.platform.config import get_settings
+        from flightline.rag import evaluation as rag_eval
 
         settings = get_settings()
         assert params is not None

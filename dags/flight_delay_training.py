@@ -59,10 +59,11 @@ def flight_delay_training() -> None:
             """Write the data known by the end of the run month to the Delta bronze tables."""
             from airflow.sdk.exceptions import AirflowFailException
 
-            from flightline import lake, training
-            from flightline.config import get_settings
-            from flightline.dag_conf import check_run_conf
-            from flightline.errors import FlightlineConfigError
+            from flightline.data import lake
+            from flightline.models import training
+            from flightline.platform.config import get_settings
+            from flightline.platform.dag_conf import check_run_conf
+            from flightline.platform.errors import FlightlineConfigError
 
             try:  # conf and windows checked here: not after extract and featurize have run for minutes
                 check_run_conf(context)
@@ -83,9 +84,9 @@ def flight_delay_training() -> None:
 
             from airflow.sdk.exceptions import AirflowFailException
 
-            from flightline import validation
-            from flightline.config import get_settings
-            from flightline.errors import DataValidationError
+            from flightline.data import validation
+            from flightline.platform.config import get_settings
+            from flightline.platform.errors import DataValidationError
 
             month = dt.date.fromisoformat(batch["run_month"])
             try:
@@ -97,8 +98,8 @@ def flight_delay_training() -> None:
         @task
         def load_raw(batch: dict[str, Any]) -> dict[str, Any]:
             """Copy the validated Delta versions into the warehouse's raw schema (idempotent)."""
-            from flightline import warehouse
-            from flightline.config import get_settings
+            from flightline.data import warehouse
+            from flightline.platform.config import get_settings
 
             return {**batch, "raw_rows": warehouse.load_raw(get_settings(), batch["versions"])}
 
@@ -109,16 +110,16 @@ def flight_delay_training() -> None:
         @task
         def spark_features(batch: dict[str, Any]) -> dict[str, Any]:
             """Windowed delay rates with Spark from the exact Delta versions, into the feature tables."""
-            from flightline import spark_features
-            from flightline.config import get_settings
+            from flightline.features import spark as spark_features
+            from flightline.platform.config import get_settings
 
             return {**batch, "feature_rows": spark_features.featurize(get_settings(), batch["versions"])}
 
         @task
         def feast_apply(batch: dict[str, Any]) -> dict[str, Any]:
             """Register the Feast definitions (unchanged ones stay as they are)."""
-            from flightline import feature_store
-            from flightline.config import get_settings
+            from flightline.features import store as feature_store
+            from flightline.platform.config import get_settings
 
             return {**batch, "feast": feature_store.apply(get_settings())}
 
@@ -127,8 +128,9 @@ def flight_delay_training() -> None:
             """Load the run month's latest feature values into the online store (upserts)."""
             import datetime as dt
 
-            from flightline import feature_store, training
-            from flightline.config import get_settings
+            from flightline.features import store as feature_store
+            from flightline.models import training
+            from flightline.platform.config import get_settings
 
             month = dt.date.fromisoformat(batch["run_month"])
             start, end = training.month_bounds(month, month)
@@ -146,9 +148,9 @@ def flight_delay_training() -> None:
 
             from airflow.sdk.exceptions import AirflowFailException, AirflowSkipException
 
-            from flightline import training
-            from flightline.config import get_settings
-            from flightline.errors import FlightlineConfigError
+            from flightline.models import training
+            from flightline.platform.config import get_settings
+            from flightline.platform.errors import FlightlineConfigError
 
             try:
                 window = training.resolve_window(context["params"], dt.date.fromisoformat(batch["run_month"]))
@@ -167,8 +169,8 @@ def flight_delay_training() -> None:
         @task
         def train_model(sets: dict[str, Any], **context: Any) -> dict[str, Any]:
             """LightGBM with fixed seeds; one MLflow run with params, metrics, lineage, plots and model."""
-            from flightline import training
-            from flightline.config import get_settings
+            from flightline.models import training
+            from flightline.platform.config import get_settings
 
             params = context["params"]
             hyper = {k: params.get(k) for k in ("num_leaves", "learning_rate", "n_estimators", "min_child_samples")}
@@ -184,8 +186,8 @@ def flight_delay_training() -> None:
         @task
         def evaluate_model(run: dict[str, Any]) -> dict[str, Any]:
             """Out-of-time metrics, slices, calibration and latency vs the champion; the promotion rule."""
-            from flightline import training
-            from flightline.config import get_settings
+            from flightline.models import training
+            from flightline.platform.config import get_settings
 
             result = training.evaluate(get_settings(), run["run_id"], run["sets"])
             return {
@@ -205,8 +207,8 @@ def flight_delay_training() -> None:
         @task
         def register_model(result: dict[str, Any], **context: Any) -> dict[str, Any]:
             """Register the version with its evaluation; move challenger, and champion if the rule says so."""
-            from flightline import registry
-            from flightline.config import get_settings
+            from flightline.models import registry
+            from flightline.platform.config import get_settings
 
             who = f"airflow:{context['dag'].dag_id}/{context['run_id']}"
             return registry.register(get_settings(), result["run_id"], result, by=who)
@@ -214,8 +216,8 @@ def flight_delay_training() -> None:
         return register_model(result)
 
     def transform() -> Any:
-        from flightline.config import get_settings
-        from flightline.transform import build_dbt_task_group  # cosmos renders the group at parse time
+        from flightline.data.transform import build_dbt_task_group  # cosmos renders the group at parse time
+        from flightline.platform.config import get_settings
 
         return build_dbt_task_group(get_settings(), group_id="transform")
 

@@ -20,8 +20,8 @@ from airflow.sdk import dag, task
 def platform_smoke() -> None:
     @task
     def check_stores() -> dict[str, bool]:
-        from flightline import database, mlflow_server
-        from flightline.config import get_settings
+        from flightline.platform import database, mlflow_server
+        from flightline.platform.config import get_settings
 
         settings = get_settings()
         report = {"postgres": database.is_healthy(settings), "mlflow": mlflow_server.is_healthy(settings)}

@@ -34,16 +34,16 @@ def serving_maintenance() -> None:
         from airflow.sdk import get_current_context
         from airflow.sdk.exceptions import AirflowFailException
 
-        from flightline import serving
-        from flightline.config import get_settings
-        from flightline.dag_conf import check_run_conf
-        from flightline.errors import FlightlineConfigError
+        from flightline.platform.config import get_settings
+        from flightline.platform.dag_conf import check_run_conf
+        from flightline.platform.errors import FlightlineConfigError
+        from flightline.serving.prediction_log import prune_prediction_log
 
         assert params is not None
         keep = params.get("keep_days")
         try:
             check_run_conf(get_current_context())
-            return serving.prune_prediction_log(get_settings(), keep_days=None if keep is None else int(keep))
+            return prune_prediction_log(get_settings(), keep_days=None if keep is None else int(keep))
         except FlightlineConfigError as exc:  # a bad keep_days: retries cannot help
             raise AirflowFailException(str(exc)) from exc
 

@@ -17,7 +17,7 @@ def _feature_table(name: str, description: str) -> PostgreSQLSource:
         created_timestamp_column="created_at",
         description=description,
         owner=_OWNER,
-        tags={"writer": "flightline.spark_features"},
+        tags={"writer": "flightline.features.spark"},
     )
 
 

@@ -1,4 +1,4 @@
-"""Feature services: one per model version of the feature list (flightline.features.FEATURE_SERVICE)."""
+"""Feature services: one per model version of the feature list (flightline.features.definitions.FEATURE_SERVICE)."""
 
 from feast import FeatureService
 from feature_views import (
@@ -14,7 +14,7 @@ from feature_views import (
 )
 from on_demand_feature_views import departure_clock
 
-from flightline.features import FEATURE_SERVICE
+from flightline.features.definitions import FEATURE_SERVICE
 
 flight_delay_v1 = FeatureService(
     name=FEATURE_SERVICE,

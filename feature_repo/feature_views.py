@@ -1,6 +1,6 @@
 """Feature views of the flight-delay model. Names and order come from flightline.features.
 
-Each ttl (flightline.features.FEATURE_VIEW_TTLS, shared with serving) is the longest a value stays
+Each ttl (flightline.features.definitions.FEATURE_VIEW_TTLS, shared with serving) is the longest a value stays
 valid after its timestamp.
 """
 
@@ -20,7 +20,7 @@ from feast import Entity, FeatureView, Field
 from feast.data_source import DataSource
 from feast.types import Float64
 
-from flightline.features import FEATURE_VIEW_TTLS, FEATURE_VIEWS
+from flightline.features.definitions import FEATURE_VIEW_TTLS, FEATURE_VIEWS
 
 _OWNER = "ml-platform@flightline.dev"
 

@@ -1,6 +1,6 @@
 """Request-time transforms: the clock of the scheduled departure, computed by flightline.features.
 
-Serving calls the same function (flightline.features.request_features), so the transform is one
+Serving calls the same function (flightline.features.definitions.request_features), so the transform is one
 tested piece of code in both paths.
 """
 
@@ -9,7 +9,7 @@ from feast import Field, RequestSource
 from feast.on_demand_feature_view import on_demand_feature_view
 from feast.types import Float64, UnixTimestamp
 
-from flightline.features import REQUEST_FEATURES
+from flightline.features.definitions import REQUEST_FEATURES
 
 departure_request = RequestSource(
     name="departure_request",
@@ -29,6 +29,6 @@ departure_request = RequestSource(
 )
 def departure_clock(inputs: pd.DataFrame) -> pd.DataFrame:
     # Feast re-runs this body from its source text: import inside, not from the module's globals
-    from flightline.features import request_features
+    from flightline.features.definitions import request_features
 
     return request_features(inputs["scheduled_departure_at"])

@@ -28,10 +28,10 @@ from ray import serve
 from ray.serve import Application
 from ray.serve.handle import DeploymentHandle
 
-from flightline.errors import FlightlineConfigError, NotFoundError, ServiceError
-from flightline.request_limits import BodySizeLimit, validation_errors
-from flightline.schemas_rag import EmbeddingRequest, EmbeddingResponse, SearchRequest, SearchResponse
-from flightline.schemas_serving import BatchIn, BatchOut, FlightIn, PredictionOut
+from flightline.platform.errors import FlightlineConfigError, NotFoundError, ServiceError
+from flightline.rag.schemas import EmbeddingRequest, EmbeddingResponse, SearchRequest, SearchResponse
+from flightline.serving.request_limits import BodySizeLimit, validation_errors
+from flightline.serving.schemas import BatchIn, BatchOut, FlightIn, PredictionOut
 from ray_serve.models import FlightDelayModel
 from ray_serve.rag import build_retrieval_service
 
@@ -82,8 +82,8 @@ class FlightRouter:
         policy and the pool, after every scale-up and rolling update. A start that fails (Postgres down) is
         reported and tried again by the next request, as before.
         """
-        from flightline.config import get_settings
-        from flightline.router_runtime import RouterRuntime
+        from flightline.platform.config import get_settings
+        from flightline.serving.runtime import RouterRuntime
 
         self._handles = models or {}
         self._runtime = RouterRuntime(
@@ -125,7 +125,7 @@ class FlightRouter:
     def _unavailable_as_503() -> Iterator[None]:
         """On the class: Serve rebuilds the class in each replica, where a module function defined below it
         was missing (NameError)."""
-        from flightline.router_runtime import FeaturesUnavailableError
+        from flightline.serving.runtime import FeaturesUnavailableError
 
         try:
             yield

@@ -1,6 +1,6 @@
 """FlightDelayModel: one deployment per alias (``champion``, ``challenger``) of the registered model.
 
-Each replica follows its alias with :class:`flightline.serving.AliasedModel`: a daemon thread re-reads
+Each replica follows its alias with :class:`flightline.serving.model_loader.AliasedModel`: a daemon thread re-reads
 the alias every ``serve_model_poll_s`` and swaps a newly loaded version in atomically, so a promotion or
 rollback in the registry reaches serving with no redeploy and no dropped request. The alias is the
 deployment's ``user_config``: ``serve deploy`` with another alias reconfigures replicas in place.
@@ -22,7 +22,7 @@ from ray import serve
 )
 class FlightDelayModel:
     def __init__(self) -> None:
-        from flightline.config import get_settings
+        from flightline.platform.config import get_settings
 
         self._settings = get_settings()
         self._model: Any = None
@@ -30,7 +30,7 @@ class FlightDelayModel:
 
     def reconfigure(self, config: dict[str, Any]) -> None:
         """``user_config: {alias: champion}``: load that alias now and follow it from then on."""
-        from flightline.serving import AliasedModel
+        from flightline.serving.model_loader import AliasedModel
 
         alias = str(config.get("alias", "champion"))
         if self._model is not None and self._model.alias == alias:

@@ -2,7 +2,7 @@
 
 The router calls it through a DeploymentHandle:
 ``await handle.search.remote(payload)`` and ``await handle.embeddings.remote(payload)``, with JSON
-payloads. Logic lives in ``flightline.retrieval`` and ``flightline.embeddings``; this class only holds
+payloads. Logic lives in ``flightline.rag.retrieval`` and ``flightline.rag.embeddings``; this class only holds
 the loaded model and connections so that each request skips the ~1 s model load and the connect.
 """
 
@@ -32,8 +32,8 @@ class RetrievalService:
     def __init__(self, pool_size: int = 2) -> None:
         from psycopg_pool import ConnectionPool
 
-        from flightline.config import get_settings
-        from flightline.embeddings import get_embedder
+        from flightline.platform.config import get_settings
+        from flightline.rag.embeddings import get_embedder
 
         self._settings = get_settings()
         self._embedder = get_embedder(self._settings)
@@ -52,9 +52,9 @@ class RetrievalService:
         import psycopg
         from psycopg_pool import PoolTimeout
 
-        from flightline import retrieval
-        from flightline.errors import ServiceError
-        from flightline.schemas_rag import SearchRequest
+        from flightline.platform.errors import ServiceError
+        from flightline.rag import retrieval
+        from flightline.rag.schemas import SearchRequest
 
         request = SearchRequest.model_validate(payload)
         try:
@@ -76,8 +76,8 @@ class RetrievalService:
 
     def embeddings(self, payload: dict[str, Any]) -> dict[str, Any]:
         """``POST /v1/embeddings`` (OpenAI shape); raises NotFoundError for an unknown model."""
-        from flightline.embeddings import embed_openai
-        from flightline.schemas_rag import EmbeddingRequest
+        from flightline.rag.embeddings import embed_openai
+        from flightline.rag.schemas import EmbeddingRequest
 
         return embed_openai(EmbeddingRequest.model_validate(payload), embedder=self._embedder).model_dump()
 

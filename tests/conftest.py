@@ -27,9 +27,9 @@ _PORT_SETTINGS = (
 
 
 def pytest_configure(config: pytest.Config) -> None:
-    from flightline.airflow_server import airflow_env
-    from flightline.config import get_settings
-    from flightline.processes import free_port
+    from flightline.platform.airflow_server import airflow_env
+    from flightline.platform.config import get_settings
+    from flightline.platform.processes import free_port
 
     home = Path(tempfile.mkdtemp(prefix="flightline-test-"))
     os.environ["FLIGHTLINE_HOME"] = str(home)
@@ -64,7 +64,7 @@ def _flightline_environment_restored() -> Iterator[None]:
     with the data tests' warehouse database left it in pytest's environment, and every later test that
     re-read the settings wrote to that database (a `serve traffic` change the router never saw).
     """
-    from flightline.config import get_settings
+    from flightline.platform.config import get_settings
 
     def flightline_environment() -> dict[str, str]:
         return {name: value for name, value in os.environ.items() if name.startswith("FLIGHTLINE_")}
@@ -80,8 +80,8 @@ def _flightline_environment_restored() -> Iterator[None]:
 @pytest.fixture(scope="session")
 def platform() -> Iterator[Settings]:  # noqa: F821 - the type is imported lazily
     """The running platform's settings; started once per session, stopped at its end."""
-    from flightline import stack
-    from flightline.config import get_settings
+    from flightline.platform import stack
+    from flightline.platform.config import get_settings
 
     settings = get_settings()
     try:

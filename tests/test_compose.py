@@ -9,8 +9,8 @@ from pathlib import Path
 
 import yaml
 
-from flightline.airflow_server import commands
-from flightline.config import PROJECT_DIR, Settings
+from flightline.platform.airflow_server import commands
+from flightline.platform.config import PROJECT_DIR, Settings
 
 COMPOSE_FILE = PROJECT_DIR / "docker-compose.yml"
 
@@ -42,7 +42,7 @@ def test_every_service_command_is_a_flightline_component() -> None:
 
 def test_every_generated_secret_comes_from_the_env_file() -> None:
     """Each container has its own home: a secret left to generate would differ between containers."""
-    from flightline.config import _SECRET_NAMES
+    from flightline.platform.config import _SECRET_NAMES
 
     compose = yaml.safe_load(COMPOSE_FILE.read_text())
     env = compose["x-flightline-env"]

@@ -7,7 +7,7 @@ import sys
 
 import pytest
 
-from flightline.config import PROJECT_DIR
+from flightline.platform.config import PROJECT_DIR
 
 HEAVY = ("torch", "feast", "great_expectations", "mlflow", "ray", "pyspark", "lightgbm", "dbt", "sentence_transformers",
          "deltalake", "pandas", "sklearn", "onnxruntime")
@@ -23,7 +23,7 @@ def _loaded_heavy_modules(code: str) -> list[str]:
     return [name for name in marked.removeprefix("HEAVY:").split(",") if name]
 
 
-@pytest.mark.parametrize("module", ["flightline", "flightline.config", "flightline.cli", "flightline.stack"])
+@pytest.mark.parametrize("module", ["flightline", "flightline.platform.config", "flightline.cli", "flightline.platform.stack"])
 def test_flightline_modules_import_no_heavy_library(module: str) -> None:
     assert _loaded_heavy_modules(f"import {module}") == []
 
@@ -37,7 +37,7 @@ def test_dag_files_import_no_heavy_library_at_parse_time(dag_file: str) -> None:
 def test_feast_imports_without_torch_for_serving_and_torch_stays_importable() -> None:
     """Feast alone loads torch (the reason for the helper: if this changes, the helper can go)."""
     assert "torch" in _loaded_heavy_modules("import feast")
-    code = "from flightline.feature_store import import_feast_without_torch\nimport_feast_without_torch()"
+    code = "from flightline.features.store import import_feast_without_torch\nimport_feast_without_torch()"
     loaded = _loaded_heavy_modules(code)
     assert "feast" in loaded and "torch" not in loaded
     assert "torch" in _loaded_heavy_modules(f"{code}\nimport torch")

@@ -18,9 +18,9 @@ import httpx
 import psycopg
 import pytest
 
-from flightline import database, stack
-from flightline.airflow_client import AirflowClient
-from flightline.airflow_server import api_token
+from flightline.platform import database, stack
+from flightline.platform.airflow_client import AirflowClient
+from flightline.platform.airflow_server import api_token
 
 pytestmark = pytest.mark.integration
 
@@ -62,7 +62,7 @@ def _listeners() -> list[tuple[str, str]]:
 def test_up_waits_for_a_busy_component_instead_of_starting_it_again(platform) -> None:
     """MLflow and Serve's ingress stopped (SIGSTOP) for a while, as a busy machine can stall them: their
     health probes time out, yet `up` waits for them to answer, starts nothing and says they run."""
-    from flightline.processes import read_pid
+    from flightline.platform.processes import read_pid
 
     mlflow_group = read_pid(platform.run_dir / "mlflow.pid")
     assert mlflow_group is not None
@@ -206,9 +206,9 @@ def test_mlflow_registers_a_version_under_an_alias(platform) -> None:
 def test_registry_tells_a_missing_model_from_a_server_that_does_not_answer(platform) -> None:
     """Every MLflow error used to read as "not found": with the server down, `flightline models list` said
     "no registered model" after ~4 minutes of MLflow's retries, and alias lookups said "no champion"."""
-    from flightline import registry
-    from flightline.errors import NotFoundError, ServiceError
-    from flightline.processes import free_port
+    from flightline.models import registry
+    from flightline.platform.errors import NotFoundError, ServiceError
+    from flightline.platform.processes import free_port
 
     missing = platform.model_copy(update={"model_name": f"nosuch-{uuid.uuid4().hex[:8]}"})
     down = platform.model_copy(update={"mlflow_port": free_port(), "mlflow_tracking_uri": None})
@@ -242,7 +242,7 @@ def test_a_killed_scheduler_is_reported_at_once_and_up_restarts_it_without_its_o
     30 s old, and its LocalExecutor workers ran on, orphaned, through `up` and `down`."""
     import time
 
-    from flightline.processes import pid_alive, process_tree, read_pid
+    from flightline.platform.processes import pid_alive, process_tree, read_pid
 
     scheduler = read_pid(platform.run_dir / "airflow-scheduler.pid")
     assert scheduler is not None

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from flightline.config import PROJECT_DIR
+from flightline.platform.config import PROJECT_DIR
 
 pytestmark = pytest.mark.slow  # a cold run (fresh cache, as in CI) takes ~35 s
 

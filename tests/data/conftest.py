@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from flightline.config import Settings
+from flightline.platform.config import Settings
 
 DATABASE = "warehouse_data_tests"
 
@@ -16,7 +16,7 @@ DATABASE = "warehouse_data_tests"
 @pytest.fixture(scope="module")
 def data_settings(platform: Settings, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Settings]:
     """The platform's settings with a fresh home (lake, dbt target) and a fresh warehouse database."""
-    from flightline.database import connect
+    from flightline.platform.database import connect
 
     home: Path = tmp_path_factory.mktemp("data-home")
     secrets = platform.ensure_secrets()  # the platform's, from its home: the fresh one has no secrets file

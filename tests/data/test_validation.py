@@ -9,9 +9,9 @@ from pathlib import Path
 
 import pytest
 
-from flightline import lake
-from flightline.config import Settings
-from flightline.errors import DataValidationError
+from flightline.data import lake
+from flightline.platform.config import Settings
+from flightline.platform.errors import DataValidationError
 
 pytestmark = pytest.mark.integration
 
@@ -19,7 +19,7 @@ JAN, FEB, MAR = dt.date(2013, 1, 1), dt.date(2013, 2, 1), dt.date(2013, 3, 1)
 
 
 def test_real_batches_pass_and_row_bounds_follow_the_previous_run(data_settings: Settings) -> None:
-    from flightline.validation import validate_batch
+    from flightline.data.validation import validate_batch
 
     january = validate_batch(data_settings, lake.extract(data_settings, run_month=JAN), run_month=JAN)
     february = validate_batch(data_settings, lake.extract(data_settings, run_month=FEB), run_month=FEB)
@@ -35,7 +35,7 @@ def test_real_batches_pass_and_row_bounds_follow_the_previous_run(data_settings:
 def test_a_corrupted_source_fails_with_a_report_naming_column_and_values(
     data_settings: Settings, tmp_path: Path
 ) -> None:
-    from flightline.validation import validate_batch
+    from flightline.data.validation import validate_batch
 
     validate_batch(data_settings, lake.extract(data_settings, run_month=FEB), run_month=FEB)
     source = _corrupted_copy(tmp_path)
@@ -52,7 +52,7 @@ def test_a_corrupted_source_fails_with_a_report_naming_column_and_values(
 
 
 def test_a_shrunken_batch_fails_on_its_row_count(data_settings: Settings) -> None:
-    from flightline.validation import validate_batch
+    from flightline.data.validation import validate_batch
 
     versions = lake.extract(data_settings, run_month=FEB)
     validate_batch(data_settings, versions, run_month=FEB)

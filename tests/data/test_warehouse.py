@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from flightline import lake
-from flightline.config import Settings
+from flightline.data import lake
+from flightline.platform.config import Settings
 
 pytestmark = pytest.mark.integration
 
@@ -25,8 +25,8 @@ select
 @pytest.fixture(scope="module")
 def built(data_settings: Settings) -> dict[str, object]:
     """February's batch extracted, loaded into raw and built by dbt once for the module."""
-    from flightline.transform import run_dbt_build
-    from flightline.warehouse import load_raw
+    from flightline.data.transform import run_dbt_build
+    from flightline.data.warehouse import load_raw
 
     versions = lake.extract(data_settings, run_month=FEB)
     counts = load_raw(data_settings, versions)
@@ -36,8 +36,8 @@ def built(data_settings: Settings) -> dict[str, object]:
 def test_load_raw_copies_the_exact_versions_and_a_rerun_changes_nothing(
     data_settings: Settings, built: dict[str, object]
 ) -> None:
-    from flightline.database import connect
-    from flightline.warehouse import load_raw, loaded_versions
+    from flightline.data.warehouse import load_raw, loaded_versions
+    from flightline.platform.database import connect
 
     assert built["counts"] == {"flights": 51955, "weather": 4236, "planes": 3322, "airports": 1458, "airlines": 16}
     assert loaded_versions(data_settings) == built["versions"]
@@ -48,7 +48,7 @@ def test_load_raw_copies_the_exact_versions_and_a_rerun_changes_nothing(
 
 
 def test_dbt_build_passes_and_marts_keep_the_contract(data_settings: Settings, built: dict[str, object]) -> None:
-    from flightline.database import connect
+    from flightline.platform.database import connect
 
     build = built["build"]
     assert build["success"] and build["counts"].get("error", 0) == 0 and build["counts"].get("fail", 0) == 0  # type: ignore[index]
@@ -77,9 +77,9 @@ def test_dbt_build_passes_and_marts_keep_the_contract(data_settings: Settings, b
 
 
 def test_rebuilding_the_same_data_changes_no_row(data_settings: Settings, built: dict[str, object]) -> None:
-    from flightline.database import connect
-    from flightline.transform import run_dbt_build
-    from flightline.warehouse import load_raw
+    from flightline.data.transform import run_dbt_build
+    from flightline.data.warehouse import load_raw
+    from flightline.platform.database import connect
 
     with connect(data_settings, data_settings.warehouse_db) as conn:
         before = conn.execute(_MARTS_CHECKSUM).fetchone()
@@ -136,8 +136,8 @@ from pathlib import Path
 import pendulum
 from airflow.sdk import DAG
 
-from flightline.config import Settings
-from flightline.transform import build_dbt_task_group
+from flightline.platform.config import Settings
+from flightline.data.transform import build_dbt_task_group
 
 settings = Settings(**json.loads((Path(__file__).parent / "settings.json").read_text()))
 with DAG("test_cosmos_transform", schedule=None, start_date=pendulum.datetime(2013, 1, 1), catchup=False) as dag:

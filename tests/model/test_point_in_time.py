@@ -10,8 +10,8 @@ from typing import TYPE_CHECKING
 import pandas as pd
 import pytest
 
-from flightline import spark_features
-from flightline.config import get_settings
+from flightline.features import spark as spark_features
+from flightline.platform.config import get_settings
 
 if TYPE_CHECKING:
     from pyspark.sql import SparkSession

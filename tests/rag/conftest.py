@@ -13,8 +13,8 @@ from typing import TYPE_CHECKING
 import pytest
 
 if TYPE_CHECKING:
-    from flightline.config import Settings
-    from flightline.embeddings import Embedder
+    from flightline.platform.config import Settings
+    from flightline.rag.embeddings import Embedder
 
 SUBSET_COLLECTION = "scifact_subset"
 _SUBSET_CLAIMS = 250
@@ -24,7 +24,7 @@ _SUBSET_DISTRACTORS = 250
 @pytest.fixture(scope="session")
 def embedder(platform: Settings) -> Embedder:
     """The configured (ONNX int8) embedder; the first call exports the graph under the test home."""
-    from flightline.embeddings import get_embedder
+    from flightline.rag.embeddings import get_embedder
 
     return get_embedder(platform)
 
@@ -32,8 +32,9 @@ def embedder(platform: Settings) -> Embedder:
 @pytest.fixture(scope="session")
 def scifact_subset(platform: Settings, embedder: Embedder) -> Iterator[str]:
     """Ingest the SciFact subset once per session; yields the collection name."""
-    from flightline.ingestion import drop_collection, load_documents, sync_collection
-    from flightline.rag_eval import load_qrels
+    from flightline.rag.documents import load_documents
+    from flightline.rag.evaluation import load_qrels
+    from flightline.rag.ingestion import drop_collection, sync_collection
 
     scifact = platform.shared_data_dir / "scifact"
     qrels = load_qrels(scifact / "qrels" / "train.tsv")

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from flightline.chunking import chunk_document, content_hash, embedding_text, split_words
-from flightline.errors import FlightlineConfigError
+from flightline.platform.errors import FlightlineConfigError
+from flightline.rag.chunking import chunk_document, content_hash, embedding_text, split_words
 
 
 def test_windows_overlap_by_the_setting() -> None:

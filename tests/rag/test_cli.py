@@ -8,7 +8,7 @@ import pytest
 from typer.testing import CliRunner
 
 if TYPE_CHECKING:
-    from flightline.config import Settings
+    from flightline.platform.config import Settings
 
 pytestmark = pytest.mark.integration
 
@@ -16,7 +16,7 @@ pytestmark = pytest.mark.integration
 def test_rag_eval_prints_table_and_logs_to_mlflow(platform: Settings, scifact_subset: str) -> None:
     from mlflow.tracking import MlflowClient
 
-    from flightline.cli import app
+    from flightline.cli.main import app
 
     result = CliRunner().invoke(app, ["rag", "eval", "--collection", scifact_subset, "--max-queries", "40"])
     assert result.exit_code == 0, result.output
@@ -31,8 +31,8 @@ def test_rag_eval_prints_table_and_logs_to_mlflow(platform: Settings, scifact_su
 
 
 def test_rag_eval_on_a_missing_collection_fails_with_a_hint(platform: Settings) -> None:
-    from flightline.cli import app
-    from flightline.errors import NotFoundError
+    from flightline.cli.main import app
+    from flightline.platform.errors import NotFoundError
 
     result = CliRunner().invoke(app, ["rag", "eval", "--collection", "nope", "--no-record"])
     assert result.exit_code != 0
@@ -62,7 +62,7 @@ def test_commands_that_reach_postgres_say_so_in_one_line_when_it_does_not_answer
     import subprocess
     import sys
 
-    from flightline.processes import free_port
+    from flightline.platform.processes import free_port
 
     env = {**os.environ, "FLIGHTLINE_POSTGRES_PORT": str(free_port())}  # nothing listens there
     result = subprocess.run([sys.executable, "-m", "flightline", *command], capture_output=True, text=True,

@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING
 import pytest
 
 if TYPE_CHECKING:
-    from flightline.config import Settings
+    from flightline.platform.config import Settings
 
 DAG_FILE = Path(__file__).resolve().parents[2] / "dags" / "embedding_ingestion.py"
 
@@ -37,7 +37,7 @@ def test_dag_shape_schedule_and_params() -> None:
 def test_dag_ingests_a_folder_and_records_the_run_in_mlflow(platform: Settings) -> None:
     from mlflow.tracking import MlflowClient
 
-    from flightline.ingestion import drop_collection
+    from flightline.rag.ingestion import drop_collection
 
     tmp_path = _documents_folder(platform, "dag_test_docs")  # <home>/documents: a root a run may read
     (tmp_path / "handbook.md").write_text("# Handbook\n\nOn-call engineers acknowledge pages within five minutes.")
@@ -63,7 +63,7 @@ def test_dag_ingests_a_folder_and_records_the_run_in_mlflow(platform: Settings) 
 @pytest.mark.integration
 def test_a_source_with_a_document_postgres_cannot_store_fails_at_once(platform: Settings) -> None:
     """The run fails on its first try, naming the file, and writes nothing: a retry cannot fix the source."""
-    from flightline.ingestion import drop_collection
+    from flightline.rag.ingestion import drop_collection
 
     tmp_path = _documents_folder(platform, "dag_bad_docs")
     (tmp_path / "handbook.md").write_text("# Handbook\n\nOn-call engineers acknowledge pages within five minutes.")
@@ -78,7 +78,7 @@ def test_a_source_with_a_document_postgres_cannot_store_fails_at_once(platform: 
 @pytest.mark.integration
 def test_a_source_outside_the_allowed_roots_fails_at_once_and_reads_nothing(platform: Settings, tmp_path: Path) -> None:
     """Whoever may trigger the DAG could otherwise make any text file on the machine searchable over HTTP."""
-    from flightline.ingestion import drop_collection
+    from flightline.rag.ingestion import drop_collection
 
     (tmp_path / "private.md").write_text("# Private\n\nNot for the search index.")
     inside = _documents_folder(platform, "dag_escape_docs")

@@ -2,25 +2,20 @@
 
 from __future__ import annotations
 
+import pkgutil
 import subprocess
 import sys
 
 import pytest
+
+import flightline.rag
 
 HEAVY = ("torch", "onnxruntime", "sentence_transformers", "transformers", "mlflow", "ray", "numpy", "psycopg")
 
 
 @pytest.mark.parametrize(
     "module",
-    [
-        "flightline.embeddings",
-        "flightline.chunking",
-        "flightline.ingestion",
-        "flightline.retrieval",
-        "flightline.rag_eval",
-        "flightline.schemas_rag",
-        "flightline.cli_rag",
-    ],
+    [f"flightline.rag.{m.name}" for m in pkgutil.iter_modules(flightline.rag.__path__)] + ["flightline.cli.rag"],
 )
 def test_rag_module_imports_no_heavy_library(module: str) -> None:
     probe = f"import {module}, sys; print(','.join(m for m in {HEAVY!r} if m in sys.modules))"

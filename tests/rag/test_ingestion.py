@@ -7,14 +7,14 @@ from typing import TYPE_CHECKING
 
 import pytest
 
-from flightline.errors import FlightlineConfigError, NotFoundError
-from flightline.ingestion import drop_collection, ingest_source
-from flightline.retrieval import search
-from flightline.schemas_rag import SearchRequest
+from flightline.platform.errors import FlightlineConfigError, NotFoundError
+from flightline.rag.ingestion import drop_collection, ingest_source
+from flightline.rag.retrieval import search
+from flightline.rag.schemas import SearchRequest
 
 if TYPE_CHECKING:
-    from flightline.config import Settings
-    from flightline.embeddings import Embedder
+    from flightline.platform.config import Settings
+    from flightline.rag.embeddings import Embedder
 
 pytestmark = pytest.mark.integration
 
@@ -33,7 +33,7 @@ def _write(folder: Path, files: dict[str, str]) -> None:
 
 
 def _rows(settings: Settings, collection: str) -> dict[str, tuple[str, object]]:
-    from flightline.database import connect
+    from flightline.platform.database import connect
 
     with connect(settings, settings.warehouse_db) as conn:
         return {
@@ -187,7 +187,7 @@ def test_unknown_collection_and_missing_source(platform: Settings, embedder: Emb
 
 
 def test_hybrid_beats_or_matches_each_mode_on_training_claims(platform: Settings, scifact_subset: str) -> None:
-    from flightline.rag_eval import evaluate
+    from flightline.rag.evaluation import evaluate
 
     report = evaluate(platform, collection=scifact_subset)
     assert report.queries >= 200

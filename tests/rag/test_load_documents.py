@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from flightline.errors import DataValidationError
-from flightline.ingestion import load_documents
+from flightline.platform.errors import DataValidationError
+from flightline.rag.documents import load_documents
 
 
 @pytest.mark.parametrize(
@@ -60,9 +60,9 @@ def test_valid_documents_load_as_before(tmp_path: Path) -> None:
 def test_a_source_must_lie_under_an_allowed_root(tmp_path: Path) -> None:
     import os
 
-    from flightline.config import Settings
-    from flightline.errors import FlightlineConfigError
-    from flightline.ingestion import check_source_allowed
+    from flightline.platform.config import Settings
+    from flightline.platform.errors import FlightlineConfigError
+    from flightline.rag.documents import check_source_allowed
 
     home, shared, extra, outside = (tmp_path / name for name in ("home", "shared", "extra", "outside"))
     settings = Settings(home=home, shared_data_dir=shared, rag_source_roots=f"{extra}{os.pathsep}")

@@ -7,9 +7,9 @@ from pathlib import Path
 
 import pytest
 
-from flightline.errors import DataValidationError
-from flightline.rag_eval import dedupe_documents, load_qrels, ndcg_at_k, recall_at_k
-from flightline.retrieval import reciprocal_rank_fusion
+from flightline.platform.errors import DataValidationError
+from flightline.rag.evaluation import dedupe_documents, load_qrels, ndcg_at_k, recall_at_k
+from flightline.rag.retrieval import reciprocal_rank_fusion
 
 
 def test_ndcg_perfect_and_partial() -> None:
@@ -63,7 +63,7 @@ def test_qrels_loader_reads_beir_tsv_with_crlf(tmp_path: Path) -> None:
 
 
 def test_shared_scifact_labels_load() -> None:
-    from flightline.config import get_settings
+    from flightline.platform.config import get_settings
 
     qrels = load_qrels(get_settings().shared_data_dir / "scifact" / "qrels" / "train.tsv")
     assert len(qrels) == 809

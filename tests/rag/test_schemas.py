@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 from pydantic import ValidationError
 
-from flightline.schemas_rag import EmbeddingRequest, SearchRequest
+from flightline.rag.schemas import EmbeddingRequest, SearchRequest
 
 
 def test_search_defaults() -> None:

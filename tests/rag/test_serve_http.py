@@ -8,7 +8,7 @@ import httpx
 import pytest
 
 if TYPE_CHECKING:
-    from flightline.config import Settings
+    from flightline.platform.config import Settings
 
 pytestmark = pytest.mark.integration
 
@@ -101,7 +101,7 @@ def test_embeddings_are_openai_shaped_and_normalised(rag_url: str) -> None:
 def test_the_largest_embedding_request_the_schema_allows_is_answered(rag_url: str) -> None:
     """256 inputs of 20,000 characters, 15 MB in UTF-8: the router hands it to RetrievalService over gRPC,
     whose 4 MB default limit answered 500 (RESOURCE_EXHAUSTED)."""
-    from flightline.schemas_rag import MAX_EMBEDDING_INPUT_CHARS, MAX_EMBEDDING_INPUTS
+    from flightline.rag.schemas import MAX_EMBEDDING_INPUT_CHARS, MAX_EMBEDDING_INPUTS
 
     inputs = ["€" * MAX_EMBEDDING_INPUT_CHARS] * MAX_EMBEDDING_INPUTS
     response = httpx.post(f"{rag_url}/v1/embeddings", json={"input": inputs}, timeout=120)
@@ -121,7 +121,7 @@ def test_search_answers_503_with_the_reason_while_the_document_store_refuses_con
     now raises in RetrievalService could not cross to the router: it did not unpickle)."""
     import time
 
-    from flightline.database import connect
+    from flightline.platform.database import connect
 
     body = {"query": "prion protein", "k": 3, "collection": scifact_subset}
     db = platform.warehouse_db
@@ -149,7 +149,7 @@ def test_search_answers_503_with_the_reason_while_a_lock_holds_the_document_stor
     ``rag_search_timeout_s``."""
     import time
 
-    from flightline.database import connect
+    from flightline.platform.database import connect
 
     body = {"query": "prion protein", "k": 3, "collection": scifact_subset}
     with connect(platform, platform.warehouse_db) as conn:  # one transaction, held while the search runs

@@ -16,7 +16,7 @@ from serving_fixtures import (
 )
 
 if TYPE_CHECKING:
-    from flightline.config import Settings
+    from flightline.platform.config import Settings
 
 
 @pytest.fixture(scope="session")
@@ -39,10 +39,10 @@ def models(platform: Settings) -> dict[str, str]:
 @pytest.fixture(scope="session")
 def serve_url(platform: Settings, models: dict[str, str]) -> Iterator[str]:
     """The platform's router with seeded features and both aliases loaded; policy reset afterwards."""
-    from flightline import serving
-    from flightline.schemas_serving import PolicyIn
+    from flightline.serving.policy import set_policy
+    from flightline.serving.schemas import PolicyIn
 
     seed_features(platform)
     wait_for_versions(platform.serve_url, {"champion": models["champion"], "challenger": models["challenger"]})
     yield platform.serve_url
-    serving.set_policy(platform, PolicyIn(set_by="tests", reason="reset after serving tests"))
+    set_policy(platform, PolicyIn(set_by="tests", reason="reset after serving tests"))

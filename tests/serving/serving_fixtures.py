@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any
 import httpx
 
 if TYPE_CHECKING:
-    from flightline.config import Settings
+    from flightline.platform.config import Settings
 
 AS_OF = dt.datetime(2030, 6, 1, 12, 0, tzinfo=dt.UTC)
 """Every seeded feature row is stamped an hour before this; flights depart two hours after it."""
@@ -46,9 +46,9 @@ def flight(**overrides: Any) -> dict[str, Any]:
 
 def seed_features(settings: Settings) -> None:
     """Write one row per view an hour before AS_OF, feast apply, and materialize that hour (real Feast)."""
-    from flightline import feature_store
-    from flightline import features as F
-    from flightline.database import connect
+    from flightline.features import definitions as F
+    from flightline.features import store as feature_store
+    from flightline.platform.database import connect
 
     stamp = AS_OF - dt.timedelta(hours=1)
     with connect(settings, settings.warehouse_db, autocommit=True) as conn:
@@ -77,8 +77,8 @@ def train_small(settings: Settings, *, seed: int) -> str:
     import numpy as np
     import pandas as pd
 
-    from flightline import features as F
-    from flightline import registry
+    from flightline.features import definitions as F
+    from flightline.models import registry
 
     rng = np.random.default_rng(seed)
     X = pd.DataFrame(rng.random((600, len(F.FEATURE_NAMES))), columns=F.FEATURE_NAMES)
@@ -99,7 +99,7 @@ def register_code_model(settings: Settings, **config: Any) -> str:
     """Register tests/serving/slow_model.py with a model_config (slow or failing)."""
     import mlflow
 
-    from flightline import registry
+    from flightline.models import registry
 
     registry.client(settings)
     with mlflow.start_run(run_name=f"serving-test-code-{config}"):
@@ -116,7 +116,7 @@ def register_other_inputs_model(settings: Settings) -> str:
     import pandas as pd
     from sklearn.linear_model import LogisticRegression
 
-    from flightline import registry
+    from flightline.models import registry
 
     X = pd.DataFrame(np.random.default_rng(3).random((50, 3)), columns=["a", "b", "c"])
     classifier = LogisticRegression().fit(X, X["a"] > 0.5)
@@ -129,7 +129,7 @@ def register_other_inputs_model(settings: Settings) -> str:
 
 def set_alias(settings: Settings, alias: str, version: str) -> None:
     """Move an alias as MLflow's UI or API would: no flightline check on the way."""
-    from flightline import registry
+    from flightline.models import registry
 
     registry.client(settings).set_registered_model_alias(settings.model_name, alias, version)
 
@@ -152,17 +152,17 @@ def wait_for_versions(url: str, want: dict[str, str], *, timeout: float = 60) ->
 
 def set_policy(settings: Settings, **fields: Any) -> None:
     """Set a traffic policy and wait past the router's poll interval."""
-    from flightline import serving
-    from flightline.schemas_serving import PolicyIn
+    from flightline.serving.policy import set_policy
+    from flightline.serving.schemas import PolicyIn
 
-    serving.set_policy(settings, PolicyIn(set_by="tests", reason="serving test", **fields))
+    set_policy(settings, PolicyIn(set_by="tests", reason="serving test", **fields))
     time.sleep(settings.serve_policy_poll_s * 2 + 0.5)
 
 
 def log_rows(settings: Settings, request_ids: list[str]) -> list[tuple[Any, ...]]:
     """Prediction-log rows of the requests: (request_id, variant, model_version, is_shadow, prediction,
     features, latency_ms, routed_variant, sticky_key), oldest first."""
-    from flightline.database import connect
+    from flightline.platform.database import connect
 
     with connect(settings, settings.warehouse_db) as conn:
         return conn.execute(
@@ -188,7 +188,7 @@ FLIGHT_ID = f"{CARRIER}101-{ORIGIN}-{DEST}-test"
 
 def seed_flight(settings: Settings) -> None:
     """The seeded flight as a scheduled row of marts.flights (created here when dbt has not built it)."""
-    from flightline.database import connect
+    from flightline.platform.database import connect
 
     with connect(settings, settings.warehouse_db, autocommit=True) as conn:
         conn.execute("create schema if not exists marts")

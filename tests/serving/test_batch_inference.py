@@ -10,7 +10,7 @@ import pytest
 from serving_fixtures import DEPARTURE, FLIGHT_ID, flight, seed_flight, set_alias
 
 if TYPE_CHECKING:
-    from flightline.config import Settings
+    from flightline.platform.config import Settings
 
 pytestmark = pytest.mark.integration
 
@@ -19,7 +19,7 @@ def seeded_day(platform: Settings) -> dt.date:
     """The seeded flight's local day, with the flight scheduled in marts.flights."""
     from zoneinfo import ZoneInfo
 
-    from flightline import features as F
+    from flightline.features import definitions as F
 
     seed_flight(platform)
     return DEPARTURE.astimezone(ZoneInfo(F.LOCAL_TZ)).date()
@@ -28,8 +28,8 @@ def seeded_day(platform: Settings) -> dt.date:
 def test_score_day_matches_online_and_reruns_idempotently(
     serve_url: str, platform: Settings, models: dict[str, str]
 ) -> None:
-    from flightline.batch_inference import score_day
-    from flightline.database import connect
+    from flightline.platform.database import connect
+    from flightline.serving.batch_inference import score_day
 
     day = seeded_day(platform)
     first = score_day(platform, day)
@@ -56,9 +56,9 @@ def test_score_day_matches_online_and_reruns_idempotently(
 def test_a_champion_that_cannot_serve_fails_the_day_and_leaves_its_rows(
     serve_url: str, platform: Settings, models: dict[str, str]
 ) -> None:
-    from flightline.batch_inference import score_day
-    from flightline.database import connect
-    from flightline.errors import FlightlineError
+    from flightline.platform.database import connect
+    from flightline.platform.errors import FlightlineError
+    from flightline.serving.batch_inference import score_day
 
     day = seeded_day(platform)
     scored = score_day(platform, day)
@@ -87,10 +87,10 @@ def test_dag_run_scores_the_day_after_its_logical_date(
     with the champion: the day's rows and its freshness record are the ones this run wrote."""
     from airflow.dag_processing.dagbag import DagBag
 
-    from flightline import batch_inference
-    from flightline import features as F
-    from flightline.config import PROJECT_DIR
-    from flightline.database import connect
+    from flightline.features import definitions as F
+    from flightline.platform.config import PROJECT_DIR
+    from flightline.platform.database import connect
+    from flightline.serving import batch_inference
 
     day = seeded_day(platform)
     start, end = batch_inference.day_bounds(day)
@@ -129,7 +129,7 @@ def test_dag_run_scores_the_day_after_its_logical_date(
 def test_batch_dag_shape() -> None:
     import importlib.util
 
-    from flightline.config import PROJECT_DIR
+    from flightline.platform.config import PROJECT_DIR
 
     spec = importlib.util.spec_from_file_location("batch_inference_dag", PROJECT_DIR / "dags" / "batch_inference.py")
     assert spec and spec.loader
@@ -141,8 +141,8 @@ def test_batch_dag_shape() -> None:
 
 
 def test_day_param_is_a_calendar_date_and_empty_means_the_day_after_the_logical_date() -> None:
-    from flightline.batch_inference import day_to_score
-    from flightline.errors import FlightlineConfigError
+    from flightline.platform.errors import FlightlineConfigError
+    from flightline.serving.batch_inference import day_to_score
 
     assert day_to_score("", dt.date(2013, 12, 31)) == dt.date(2014, 1, 1)
     assert day_to_score("2013-02-28", dt.date(2026, 1, 1)) == dt.date(2013, 2, 28)

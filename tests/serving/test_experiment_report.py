@@ -29,7 +29,7 @@ from serving_fixtures import (
 )
 
 if TYPE_CHECKING:
-    from flightline.config import Settings
+    from flightline.platform.config import Settings
 
 pytestmark = pytest.mark.integration
 
@@ -49,7 +49,7 @@ def _is_delayed(number: int) -> bool:
 
 def _write_outcomes(settings: Settings) -> None:
     """The flights as marts.flights rows, as dbt would write them once the flights have landed."""
-    from flightline.database import connect
+    from flightline.platform.database import connect
 
     seed_flight(settings)  # marts.flights exists (built by dbt, or this fixture's minimal table)
     now = dt.datetime.now(dt.UTC)
@@ -85,8 +85,8 @@ def test_ab_report_scores_each_arm_against_outcomes_and_pairs_the_shadow(
     from sklearn.metrics import roc_auc_score
     from typer.testing import CliRunner
 
-    from flightline.cli import app
-    from flightline.database import connect
+    from flightline.cli.main import app
+    from flightline.platform.database import connect
 
     experiment = f"report-{uuid.uuid4().hex[:8]}"
     set_policy(platform, mode="ab", challenger_percent=50, experiment=experiment, shadow=True)
@@ -151,7 +151,7 @@ def test_ab_report_scores_each_arm_against_outcomes_and_pairs_the_shadow(
 
 
 def test_report_before_any_outcome_is_known_gives_no_verdict(serve_url: str, platform: Settings) -> None:
-    from flightline.experiments import experiment_report
+    from flightline.serving.experiments import experiment_report
 
     experiment = f"fresh-{uuid.uuid4().hex[:8]}"
     set_policy(platform, mode="ab", challenger_percent=50, experiment=experiment)
@@ -173,7 +173,7 @@ def test_report_before_any_outcome_is_known_gives_no_verdict(serve_url: str, pla
 def test_report_names_an_unknown_experiment_and_the_known_ones(serve_url: str, platform: Settings) -> None:
     from typer.testing import CliRunner
 
-    from flightline.cli import app
+    from flightline.cli.main import app
 
     result = CliRunner().invoke(app, ["serve", "report", "--experiment", "no-such-experiment"])
     assert result.exit_code == 2
@@ -185,7 +185,7 @@ def test_challenger_failures_stay_in_the_challenger_arm(
 ) -> None:
     """Intention to treat: requests routed to a failing challenger are answered by the champion and counted
     in the challenger's arm, so a failing challenger cannot shed its requests."""
-    from flightline.experiments import experiment_report
+    from flightline.serving.experiments import experiment_report
 
     experiment = f"failing-{uuid.uuid4().hex[:8]}"
     failing = platform.serve_breaker_failures - 1  # the breaker stays closed, for the tests after this one

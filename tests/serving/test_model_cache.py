@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING
 import pytest
 
 if TYPE_CHECKING:
-    from flightline.config import Settings
+    from flightline.platform.config import Settings
 
 pytestmark = pytest.mark.integration
 
@@ -17,9 +17,9 @@ pytestmark = pytest.mark.integration
 def test_with_the_registry_down_a_starting_model_serves_its_cached_version(
     platform: Settings, models: dict[str, str]
 ) -> None:
-    from flightline.features import FEATURE_NAMES
-    from flightline.processes import free_port
-    from flightline.serving import AliasedModel
+    from flightline.features.definitions import FEATURE_NAMES
+    from flightline.platform.processes import free_port
+    from flightline.serving.model_loader import AliasedModel
 
     serving = AliasedModel(platform, "champion")  # as a running replica: loads through the cache
     assert serving.refresh() and serving.current is not None and serving.current[1] == models["champion"]
@@ -43,7 +43,7 @@ def test_a_starting_model_whose_alias_points_at_a_version_that_cannot_serve_serv
 ) -> None:
     from serving_fixtures import set_alias
 
-    from flightline.serving import AliasedModel
+    from flightline.serving.model_loader import AliasedModel
 
     served, other = models["champion"], models["other_inputs"]
     assert AliasedModel(platform, "champion").refresh()  # as a running replica: records the version it serves
@@ -67,7 +67,7 @@ def test_the_cache_keeps_what_an_alias_serves_or_a_replica_used_within_the_hour(
     import os
     import time
 
-    from flightline.serving import AliasedModel
+    from flightline.serving.model_loader import AliasedModel
 
     assert AliasedModel(platform, "challenger").refresh()  # records the challenger's version
     cache = platform.home / "serve" / "model-cache" / platform.model_name

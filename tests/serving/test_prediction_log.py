@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Any
 import pytest
 
 if TYPE_CHECKING:
-    from flightline.config import Settings
+    from flightline.platform.config import Settings
 
 pytestmark = pytest.mark.integration
 
@@ -24,7 +24,7 @@ def _row(**overrides: Any) -> dict[str, Any]:
 
 
 def _logged(settings: Settings, rows: list[dict[str, Any]]) -> list[str]:
-    from flightline.database import connect
+    from flightline.platform.database import connect
 
     with connect(settings, settings.warehouse_db) as conn:
         return [r[0] for r in conn.execute("select request_id from serving.prediction_log where request_id = any(%s) "
@@ -39,11 +39,12 @@ def _wait_until(condition: Callable[[], bool], timeout_s: float = 20) -> None:
 
 
 def test_rows_queued_while_the_connection_is_cut_are_written_once_it_is_back(platform: Settings) -> None:
-    from flightline import serving
-    from flightline.database import connect
+    from flightline.platform.database import connect
+    from flightline.serving.prediction_log import PredictionLogger
+    from flightline.serving.tables import ensure_tables
 
-    serving.ensure_tables(platform)
-    logger = serving.PredictionLogger(platform, flush_s=0.05)
+    ensure_tables(platform)
+    logger = PredictionLogger(platform, flush_s=0.05)
     try:
         before = [_row() for _ in range(5)]
         for row in before:
@@ -65,10 +66,11 @@ def test_rows_queued_while_the_connection_is_cut_are_written_once_it_is_back(pla
 
 
 def test_a_row_postgres_refuses_is_dropped_alone(platform: Settings) -> None:
-    from flightline import serving
+    from flightline.serving.prediction_log import PredictionLogger
+    from flightline.serving.tables import ensure_tables
 
-    serving.ensure_tables(platform)
-    logger = serving.PredictionLogger(platform, flush_s=0.5)  # long enough for the three to share one COPY
+    ensure_tables(platform)
+    logger = PredictionLogger(platform, flush_s=0.5)  # long enough for the three to share one COPY
     good = [_row(), _row()]
     bad = _row(sticky_key="user\x001")  # text cannot hold a NUL (the API refuses it; a caller of log() may not)
     try:
@@ -85,26 +87,27 @@ def test_a_retried_write_that_committed_before_its_connection_broke_is_not_writt
     """The writer retries a write whose connection broke; when the break came after the server committed it,
     the retry must write nothing. That moment cannot be produced on demand, so the test hands the writer the
     same write twice, as its retry loop would (same write id, same rows, same progress)."""
-    from flightline import serving
-    from flightline.database import connect
+    from flightline.platform.database import connect
+    from flightline.serving.prediction_log import PredictionLogger, _LogBatch
+    from flightline.serving.tables import ensure_tables
 
-    serving.ensure_tables(platform)
-    logger = serving.PredictionLogger(platform)
+    ensure_tables(platform)
+    logger = PredictionLogger(platform)
     try:
         with connect(platform, platform.warehouse_db, autocommit=True) as conn:
             together = [_row() for _ in range(3)]
-            first = serving._LogBatch(list(together))
+            first = _LogBatch(list(together))
             logger._write(conn, first)
-            logger._write(conn, serving._LogBatch(list(together), id=first.id))
+            logger._write(conn, _LogBatch(list(together), id=first.id))
             assert _logged(platform, together) == sorted(row["request_id"] for row in together)
             assert logger.written == 3
 
             # a batch refused as a whole goes row by row, each row its own write: the same holds for each
             good, bad = [_row(), _row()], _row(sticky_key="user\x001")
-            one_by_one = serving._LogBatch([good[0], bad, good[1]])
+            one_by_one = _LogBatch([good[0], bad, good[1]])
             logger._write(conn, one_by_one)
             assert (logger.written, logger.dropped) == (5, 1)
-            logger._write(conn, serving._LogBatch([good[1]], id=one_by_one.id, one_by_one=True, done=2))
+            logger._write(conn, _LogBatch([good[1]], id=one_by_one.id, one_by_one=True, done=2))
             assert (logger.written, logger.dropped) == (5, 1)
             assert _logged(platform, [*good, bad]) == sorted(row["request_id"] for row in good)
     finally:
@@ -116,23 +119,25 @@ def test_the_ddl_runs_once_so_an_open_read_of_the_log_holds_up_neither_starts_no
 ) -> None:
     """The DDL's ALTER TABLEs lock the log exclusively: run on every replica start and policy command, they
     waited for any open read of the log (an analyst's session), and the log's writes queued behind them."""
-    from flightline import serving
-    from flightline.database import connect
+    from flightline.platform.database import connect
+    from flightline.serving.policy import current_policy
+    from flightline.serving.prediction_log import PredictionLogger
+    from flightline.serving.tables import ensure_tables
 
     with connect(platform, platform.warehouse_db, autocommit=True) as conn:
         conn.execute("delete from serving.schema_applied")  # as on a platform from before this DDL
-    serving.ensure_tables(platform)  # the upgrade: the DDL runs and records its hash
+    ensure_tables(platform)  # the upgrade: the DDL runs and records its hash
     with connect(platform, platform.warehouse_db) as conn:
         assert conn.execute("select count(*) from serving.schema_applied").fetchone() == (1,)
 
     monkeypatch.setenv("PGOPTIONS", "-c lock_timeout=3s")  # a wait for a table lock fails, not hangs
-    logger = serving.PredictionLogger(platform, flush_s=0.05)
+    logger = PredictionLogger(platform, flush_s=0.05)
     rows = [_row() for _ in range(5)]
     try:
         with connect(platform, platform.warehouse_db) as analyst:
             analyst.execute("select count(*) from serving.prediction_log").fetchone()  # its transaction stays open
-            serving.ensure_tables(platform)  # a replica's start; each `serve traffic` command also reads:
-            assert serving.current_policy(platform).mode in {"champion", "canary", "ab"}
+            ensure_tables(platform)  # a replica's start; each `serve traffic` command also reads:
+            assert current_policy(platform).mode in {"champion", "canary", "ab"}
             for row in rows:
                 logger.log(row)
             _wait_until(lambda: logger.written == len(rows))
@@ -150,12 +155,13 @@ def test_maintenance_dag_prunes_the_rows_older_than_its_retention_and_reruns_ide
 
     from airflow.dag_processing.dagbag import DagBag
 
-    from flightline import serving
-    from flightline.config import PROJECT_DIR
-    from flightline.database import connect
-    from flightline.errors import FlightlineConfigError
+    from flightline.platform.config import PROJECT_DIR
+    from flightline.platform.database import connect
+    from flightline.platform.errors import FlightlineConfigError
+    from flightline.serving.prediction_log import prune_prediction_log
+    from flightline.serving.tables import ensure_tables
 
-    serving.ensure_tables(platform)
+    ensure_tables(platform)
     now = dt.datetime.now(dt.UTC)
     ages = {100: uuid.uuid4().hex, 31: uuid.uuid4().hex, 29: uuid.uuid4().hex, 0: uuid.uuid4().hex}
     with connect(platform, platform.warehouse_db, autocommit=True) as conn:
@@ -169,7 +175,7 @@ def test_maintenance_dag_prunes_the_rows_older_than_its_retention_and_reruns_ide
     assert bag.import_errors == {}
     dag = bag.dags["serving_maintenance"]
     # retention holds without anyone unpausing it: the platform's scheduler has it unpaused from the start
-    from flightline.airflow_client import AirflowClient
+    from flightline.platform.airflow_client import AirflowClient
 
     client = AirflowClient(platform)
     client.wait_for_dag("serving_maintenance")
@@ -183,7 +189,7 @@ def test_maintenance_dag_prunes_the_rows_older_than_its_retention_and_reruns_ide
         kept = _logged(platform, [{"request_id": r} for r in ages.values()])
         assert sorted(kept) == sorted([ages[29], ages[0]])
     with pytest.raises(FlightlineConfigError, match="at least 1"):
-        serving.prune_prediction_log(platform, keep_days=0)
+        prune_prediction_log(platform, keep_days=0)
     # batch by batch (one row each), down to the 29-day-old row
-    assert serving.prune_prediction_log(platform, keep_days=1, batch_rows=1)["deleted"] >= 1
+    assert prune_prediction_log(platform, keep_days=1, batch_rows=1)["deleted"] >= 1
     assert _logged(platform, [{"request_id": r} for r in ages.values()]) == [ages[0]]

@@ -12,14 +12,14 @@ import pytest
 from serving_fixtures import set_alias, train_small
 
 if TYPE_CHECKING:
-    from flightline.config import Settings
+    from flightline.platform.config import Settings
 
 pytestmark = pytest.mark.integration
 
 
 def test_rollback_goes_back_to_the_champion_before_including_moves_outside_flightline(platform: Settings) -> None:
-    from flightline import registry
-    from flightline.errors import FlightlineError
+    from flightline.models import registry
+    from flightline.platform.errors import FlightlineError
 
     settings = platform.model_copy(update={"model_name": f"registry_test_{uuid.uuid4().hex[:8]}"})
     v1, v2, v3 = (train_small(settings, seed=seed) for seed in (11, 12, 13))
@@ -48,8 +48,8 @@ def test_champion_moves_wait_for_each_other(platform: Settings) -> None:
     import threading
     import time
 
-    from flightline import registry
-    from flightline.database import connect
+    from flightline.models import registry
+    from flightline.platform.database import connect
 
     settings = platform.model_copy(update={"model_name": f"registry_test_{uuid.uuid4().hex[:8]}"})
     v1, v2 = (train_small(settings, seed=seed) for seed in (21, 22))
@@ -76,9 +76,9 @@ def test_champion_moves_wait_for_each_other(platform: Settings) -> None:
 def test_models_cli_lists_promotes_and_rolls_back(platform: Settings, monkeypatch: pytest.MonkeyPatch) -> None:
     from typer.testing import CliRunner
 
-    from flightline import registry
-    from flightline.cli import app
-    from flightline.config import get_settings
+    from flightline.cli.main import app
+    from flightline.models import registry
+    from flightline.platform.config import get_settings
 
     settings = platform.model_copy(update={"model_name": f"registry_test_{uuid.uuid4().hex[:8]}"})
     v1, v2 = (train_small(settings, seed=seed) for seed in (31, 32))
@@ -109,7 +109,7 @@ def test_registering_a_promoted_version_loads_it_once(platform: Settings, monkey
     ``champion`` to the same version: each move probes an unprobed version by loading it, and the promotion
     reuses the challenger's probe (a second load would cost a large model its load time again). A rerun,
     with both aliases already there, loads nothing."""
-    from flightline import registry, serving
+    from flightline.models import registry, servable
 
     settings = platform.model_copy(update={"model_name": f"registry_test_{uuid.uuid4().hex[:8]}"})
     version = train_small(settings, seed=41)
@@ -119,13 +119,13 @@ def test_registering_a_promoted_version_loads_it_once(platform: Settings, monkey
     evaluation = {"challenger": challenger, "eval_window": "2013-10-01/2013-12-31",
                   "decision": {"promote": True, "reasons": ["pass: no champion yet"]}}
     loaded: list[str] = []
-    load_servable = serving.load_servable
+    load_servable = servable.load_servable
 
     def counted(uri: str) -> object:
         loaded.append(uri)
         return load_servable(uri)
 
-    monkeypatch.setattr(serving, "load_servable", counted)
+    monkeypatch.setattr(servable, "load_servable", counted)
     first = registry.register(settings, run_id, evaluation, by="tests")
     assert first == {"version": version, "challenger_moved": True, "champion_moved": True, "promote": True}
     assert loaded == [f"models:/{settings.model_name}/{version}"]

@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 
-from flightline.router_runtime import RequestBatcher
+from flightline.serving.batcher import RequestBatcher
 
 
 class Recorder:

@@ -10,11 +10,13 @@ from typing import TYPE_CHECKING
 import httpx
 from serving_fixtures import flight, set_alias, set_policy, wait_for_versions
 
-from flightline import serving
-from flightline.database import connect
+from flightline.platform.database import connect
+from flightline.serving.guard import GUARD_ACTOR, roll_back_async
+from flightline.serving.policy import TrafficPolicy, current_policy, experiment_policies, policy_history
+from flightline.serving.policy import set_policy as record_policy
 
 if TYPE_CHECKING:
-    from flightline.config import Settings
+    from flightline.platform.config import Settings
 
 PREDICT = "/v1/predict/flight-delay"
 
@@ -38,11 +40,11 @@ def test_guard_rolls_a_failing_challenger_back_and_records_why(
     try:
         set_policy(platform, mode="canary", challenger_percent=50, experiment=experiment,
                    rollback_failure_percent=20, rollback_min_requests=10)
-        guarded = serving.current_policy(platform)
+        guarded = current_policy(platform)
         assert (guarded.rollback_failure_percent, guarded.rollback_min_requests) == (20, 10)
         answers = [_predict(serve_url, 7200 + n) for n in range(60)]
         deadline = time.monotonic() + 10
-        while serving.current_policy(platform).id == guarded.id and time.monotonic() < deadline:
+        while current_policy(platform).id == guarded.id and time.monotonic() < deadline:
             time.sleep(0.2)
         breaker_of_broken = _challenger_breaker(serve_url)
     finally:
@@ -57,11 +59,11 @@ def test_guard_rolls_a_failing_challenger_back_and_records_why(
     assert {a["variant"] for a in answers} == {"champion"}
     assert any("challenger" in str(a["fallback_reason"]) for a in answers)
     with connect(platform, platform.warehouse_db) as conn:
-        policies = serving.experiment_policies(conn, experiment)
+        policies = experiment_policies(conn, experiment)
     assert [p.id for p in policies][0] == guarded.id and len(policies) == 2, policies  # one rollback row
     rolled_back = policies[1]
     assert (rolled_back.mode, rolled_back.challenger_percent, rolled_back.shadow) == ("champion", 0, False)
-    assert rolled_back.set_by == serving.GUARD_ACTOR
+    assert rolled_back.set_by == GUARD_ACTOR
     assert f"rollback guard of policy {guarded.id}: the challenger failed" in rolled_back.reason
     time.sleep(platform.serve_policy_poll_s * 2 + 0.5)
     # the healthy challenger is back, but the rolled-back policy sends it nothing
@@ -71,12 +73,12 @@ def test_guard_rolls_a_failing_challenger_back_and_records_why(
 def test_guard_leaves_a_healthy_challenger_serving(serve_url: str, platform: Settings) -> None:
     set_policy(platform, mode="ab", challenger_percent=50, experiment=f"guard-ok-{uuid.uuid4().hex[:8]}",
                rollback_failure_percent=20, rollback_min_requests=10)
-    guarded = serving.current_policy(platform)
+    guarded = current_policy(platform)
     variants = [_predict(serve_url, 7400 + n)["variant"] for n in range(60)]
     time.sleep(platform.serve_policy_poll_s * 2 + 0.5)
     tally = httpx.get(f"{serve_url}/v1/serving/status", timeout=10).json()["challenger_tally"]
     set_policy(platform, mode="champion")
-    assert serving.policy_history(platform, limit=2)[1].id == guarded.id  # nothing came between
+    assert policy_history(platform, limit=2)[1].id == guarded.id  # nothing came between
     assert variants.count("challenger") >= 10
     assert tally == {"policy_id": guarded.id, "routed": variants.count("challenger"), "failed": 0}
 
@@ -87,25 +89,25 @@ def test_a_rollback_is_written_once_and_never_over_a_newer_policy(platform: Sett
 
     import psycopg
 
-    from flightline.schemas_serving import PolicyIn
+    from flightline.serving.schemas import PolicyIn
 
-    def policy(**fields: object) -> serving.TrafficPolicy:
-        return serving.set_policy(platform, PolicyIn(set_by="tests", reason="rollback race", **fields))
+    def policy(**fields: object) -> TrafficPolicy:
+        return record_policy(platform, PolicyIn(set_by="tests", reason="rollback race", **fields))
 
-    async def race(guarded: serving.TrafficPolicy, replicas: int) -> list[bool]:
+    async def race(guarded: TrafficPolicy, replicas: int) -> list[bool]:
         dsn = platform.postgres_dsn(platform.warehouse_db)
         conns = [await psycopg.AsyncConnection.connect(dsn, autocommit=True) for _ in range(replicas)]
         try:
-            return list(await asyncio.gather(*(serving.roll_back_async(c, guarded, "race") for c in conns)))
+            return list(await asyncio.gather(*(roll_back_async(c, guarded, "race") for c in conns)))
         finally:
             for conn in conns:
                 await conn.close()
 
     guarded = policy(mode="canary", challenger_percent=10, rollback_failure_percent=5)
     assert sorted(asyncio.run(race(guarded, 3))) == [False, False, True]
-    assert serving.policy_history(platform, limit=2)[1].id == guarded.id  # one rollback row, right after it
+    assert policy_history(platform, limit=2)[1].id == guarded.id  # one rollback row, right after it
     guarded = policy(mode="canary", challenger_percent=10, rollback_failure_percent=5)
     newer = policy(mode="ab", challenger_percent=50)  # the operator's change lands first
     assert asyncio.run(race(guarded, 1)) == [False]
-    assert serving.current_policy(platform).id == newer.id
+    assert current_policy(platform).id == newer.id
     policy(mode="champion")

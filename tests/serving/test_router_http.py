@@ -20,7 +20,7 @@ import pytest
 from serving_fixtures import AS_OF, DEPARTURE, flight, set_alias, set_policy, wait_for_log, wait_for_versions
 
 if TYPE_CHECKING:
-    from flightline.config import Settings
+    from flightline.platform.config import Settings
 
 pytestmark = pytest.mark.integration
 
@@ -43,7 +43,7 @@ def test_predicts_with_fetched_features_and_logs(serve_url: str, platform: Setti
 
 def test_access_log_line_is_written_when_the_request_is_answered(serve_url: str, platform: Settings) -> None:
     """Serve's throughput-optimized mode would hold 1,000 access-log lines and write them in one stall."""
-    from flightline import serve_server
+    from flightline.platform import serve_server
 
     request_id = f"access-log-{uuid.uuid4().hex}"
     response = httpx.post(f"{serve_url}{PREDICT}", json=flight(), headers={"x-request-id": request_id}, timeout=30)
@@ -60,7 +60,7 @@ def test_access_log_line_is_written_when_the_request_is_answered(serve_url: str,
 def test_router_replica_starts_its_runtime_before_it_takes_traffic(serve_url: str, platform: Settings) -> None:
     """Feature definitions, policy and pool are read in the constructor, which Serve finishes before it
     routes requests to the replica, so a new replica's first requests do not wait for them."""
-    from flightline import serve_server
+    from flightline.platform import serve_server
 
     replicas = serve_server.replica_logs(platform, "FlightRouter")
     assert replicas, f"no router replica log under {serve_server.temp_dir(platform)}"
@@ -74,7 +74,7 @@ def test_router_replica_starts_its_runtime_before_it_takes_traffic(serve_url: st
 
 def test_router_replica_does_not_load_torch(serve_url: str, platform: Settings) -> None:
     """Feast imports torch when it can (~180 MB and ~2 s per replica); the router uses Feast, never torch."""
-    from flightline import serve_server
+    from flightline.platform import serve_server
 
     answered = httpx.post(f"{serve_url}{PREDICT}", json=flight(), timeout=30)
     assert answered.status_code == 200 and answered.json()["features"]["fetched"], answered.text  # Feast was used
@@ -90,8 +90,9 @@ def test_online_prediction_equals_offline_prediction(serve_url: str, platform: S
     import pandas as pd
     from serving_fixtures import CARRIER, DEST, ORIGIN, TAIL
 
-    from flightline import feature_store, registry
-    from flightline import features as F
+    from flightline.features import definitions as F
+    from flightline.features import store as feature_store
+    from flightline.models import registry
 
     body = httpx.post(f"{serve_url}{PREDICT}", json=flight(), timeout=30).json()
     entity = pd.DataFrame([{
@@ -119,8 +120,8 @@ def test_missing_and_stale_features_are_flagged(serve_url: str) -> None:
 
 
 def test_hung_feature_read_falls_back_flagged_within_the_timeout(serve_url: str, platform: Settings) -> None:
-    from flightline.database import connect
-    from flightline.online_features import OnlineFeatureReader
+    from flightline.features.online import OnlineFeatureReader
+    from flightline.platform.database import connect
 
     reader = OnlineFeatureReader.from_settings(platform)
     with connect(platform, platform.feast_db) as conn:  # one transaction, held while the router reads
@@ -174,7 +175,7 @@ def test_nan_in_a_request_is_a_422_that_names_it(serve_url: str) -> None:
 def test_a_body_over_its_routes_limit_is_413_before_it_is_read(serve_url: str) -> None:
     """A 200 MB body held the router's one event loop for ~18 s, other callers timed out, and its 422 echoed
     1 GB back. Over the route's limit, the router now answers 413 without reading the body."""
-    from flightline.request_limits import BODY_LIMITS, DEFAULT_BODY_LIMIT
+    from flightline.serving.request_limits import BODY_LIMITS, DEFAULT_BODY_LIMIT
 
     headers = {"content-type": "application/json"}
     oversized = json.dumps(flight(routing_key="k" * DEFAULT_BODY_LIMIT)).encode()
@@ -212,8 +213,8 @@ def test_a_422_echoes_a_short_form_of_a_large_input(serve_url: str) -> None:
 
 
 def test_canary_split_and_stickiness(serve_url: str, platform: Settings, models: dict[str, str]) -> None:
-    from flightline.schemas_serving import FlightIn
-    from flightline.serving import TrafficPolicy, assign_variant
+    from flightline.serving.policy import TrafficPolicy, assign_variant
+    from flightline.serving.schemas import FlightIn
 
     set_policy(platform, mode="canary", challenger_percent=30, experiment="canary-test")
     flights = [flight(flight_number=n) for n in range(1, 501)]
@@ -278,7 +279,7 @@ def test_shadow_is_logged_never_returned(serve_url: str, platform: Settings, mod
 def test_alias_change_reaches_serving_without_dropping_requests(
     serve_url: str, platform: Settings, models: dict[str, str]
 ) -> None:
-    from flightline import registry
+    from flightline.models import registry
 
     def hammer(stop_at: float) -> list[int]:
         codes = []
@@ -287,7 +288,7 @@ def test_alias_change_reaches_serving_without_dropping_requests(
                 codes.append(client.post(f"{serve_url}{PREDICT}", json=flight()).status_code)
         return codes
 
-    from flightline.errors import FlightlineConfigError
+    from flightline.platform.errors import FlightlineConfigError
 
     with pytest.raises(FlightlineConfigError, match="say why"):  # a blank reason moves nothing
         registry.promote(platform, models["challenger"], by="tests", why="  ")
@@ -307,8 +308,8 @@ def test_alias_change_reaches_serving_without_dropping_requests(
 def test_a_version_that_cannot_serve_is_refused_by_registry_and_router(
     serve_url: str, platform: Settings, models: dict[str, str]
 ) -> None:
-    from flightline import registry
-    from flightline.errors import FlightlineError
+    from flightline.models import registry
+    from flightline.platform.errors import FlightlineError
 
     def champion_when(done: Callable[[dict[str, Any]], bool]) -> dict[str, Any]:
         deadline, champion = time.monotonic() + 60, {}
@@ -402,8 +403,8 @@ def test_a_hung_online_store_trips_its_breaker_and_requests_answer_at_once(
 ) -> None:
     """Without a breaker every batch would wait out the read timeout while the store hangs, one batch at a
     time: at 0.5 s a batch of at most 32, the router would answer ~64 requests a second."""
-    from flightline.database import connect
-    from flightline.online_features import OnlineFeatureReader
+    from flightline.features.online import OnlineFeatureReader
+    from flightline.platform.database import connect
 
     def store_breaker() -> dict[str, Any]:
         return httpx.get(f"{serve_url}/v1/serving/status", timeout=10).json()["breakers"]["online_store"]
@@ -428,7 +429,7 @@ def test_a_hung_online_store_trips_its_breaker_and_requests_answer_at_once(
 
 
 def test_serve_is_a_platform_component(platform: Settings) -> None:
-    from flightline import stack
+    from flightline.platform import stack
 
     report = stack.status(platform)["serve"]
     assert report["healthy"] and report["url"] == platform.serve_url
@@ -443,8 +444,8 @@ def test_serve_status_cli_reports_the_replicas_and_the_replica_that_answered(
 
     from typer.testing import CliRunner
 
-    from flightline import serve_server
-    from flightline.cli import app
+    from flightline.cli.main import app
+    from flightline.platform import serve_server
 
     result = CliRunner().invoke(app, ["serve", "status"])
     assert result.exit_code == 0, result.output
@@ -460,7 +461,7 @@ def test_serve_status_cli_reports_the_replicas_and_the_replica_that_answered(
 def test_traffic_cli_changes_policy_at_runtime(serve_url: str, platform: Settings) -> None:
     from typer.testing import CliRunner
 
-    from flightline.cli import app
+    from flightline.cli.main import app
 
     runner = CliRunner()
     bad = runner.invoke(app, ["serve", "traffic", "canary", "-p", "15"])
@@ -499,7 +500,7 @@ def test_traffic_cli_changes_policy_at_runtime(serve_url: str, platform: Setting
 def test_a_policy_read_that_does_not_answer_is_reported_and_replaced(serve_url: str, platform: Settings) -> None:
     """A policy read stuck on a lock (or a connection gone dead without a reset) used to wait forever, the
     router applying the policy of before with nothing in its status to say so."""
-    from flightline.database import connect
+    from flightline.platform.database import connect
 
     def policy_read() -> dict[str, Any]:
         return httpx.get(f"{serve_url}/v1/serving/status", timeout=10).json()["policy_read"]
@@ -530,10 +531,10 @@ def test_separate_model_deployments_answer_and_take_the_canary(
     """
     import yaml
 
-    from flightline import serve_server
-    from flightline.processes import wait_until
-    from flightline.schemas_serving import FlightIn
-    from flightline.serving import TrafficPolicy, assign_variant
+    from flightline.platform import serve_server
+    from flightline.platform.processes import wait_until
+    from flightline.serving.policy import TrafficPolicy, assign_variant
+    from flightline.serving.schemas import FlightIn
 
     def answers(path: str) -> int:
         try:

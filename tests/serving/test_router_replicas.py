@@ -24,7 +24,7 @@ import pytest
 from serving_fixtures import flight, wait_for_versions
 
 if TYPE_CHECKING:
-    from flightline.config import Settings
+    from flightline.platform.config import Settings
 
 pytestmark = pytest.mark.integration
 
@@ -84,14 +84,14 @@ class Load:
 
 
 def _replica_logs(platform: Settings) -> dict[Path, str]:
-    from flightline import serve_server
+    from flightline.platform import serve_server
 
     return {path: path.read_text() for path in serve_server.replica_logs(platform, ROUTER, APP)}
 
 
 def _running(platform: Settings) -> int:
     """Router replicas Serve reports RUNNING while the deployment is HEALTHY (0 otherwise)."""
-    from flightline import serve_server
+    from flightline.platform import serve_server
 
     router = serve_server.application_status(platform, APP).get("deployments", {}).get(ROUTER, {})
     return router.get("replica_states", {}).get("RUNNING", 0) if router.get("status") == "HEALTHY" else 0
@@ -103,8 +103,8 @@ def replicas_url(serve_url: str, platform: Settings, models: dict[str, str], tmp
     """The "replicas" application, up with one router replica; the platform's config alone afterwards."""
     import yaml
 
-    from flightline import serve_server
-    from flightline.processes import wait_until
+    from flightline.platform import serve_server
+    from flightline.platform.processes import wait_until
 
     without_rag = platform.model_copy(update={"serve_rag": False})
     app = yaml.safe_load(serve_server.render_config(without_rag).read_text())["applications"][0]
@@ -131,8 +131,8 @@ def test_router_scales_out_under_load_and_the_new_replica_answers(
 ) -> None:
     """Above ``target_ongoing_requests`` (16) for the look-back window, Serve adds the second replica
     (``max_replicas``); HAProxy sends it traffic, and no request fails while it joins."""
-    from flightline import serve_server
-    from flightline.processes import wait_until
+    from flightline.platform import serve_server
+    from flightline.platform.processes import wait_until
 
     assert len(serve_server.replica_pids(platform, ROUTER, APP)) == 1
     logs_before = set(_replica_logs(platform))
@@ -153,8 +153,8 @@ def test_a_killed_replica_is_replaced_and_only_its_in_flight_requests_fail(
     """SIGKILL (a crash, the OOM killer): HAProxy retries the requests the replica was answering on the
     other one (``retry-on empty-response``), or, at worst, they fail; everything sent later is answered by
     the survivor while Serve starts a replacement."""
-    from flightline import serve_server
-    from flightline.processes import wait_until
+    from flightline.platform import serve_server
+    from flightline.platform.processes import wait_until
 
     before = serve_server.replica_pids(platform, ROUTER, APP)
     assert len(before) == 2
@@ -185,9 +185,9 @@ def test_removed_replicas_write_their_prediction_log_before_they_exit(
 ) -> None:
     """Removing the app stops its replicas gracefully (so do scale-down and redeploys): each closes its
     runtime in ``__del__`` within ``graceful_shutdown_timeout_s``, writing its queued log rows."""
-    from flightline import serve_server
-    from flightline.database import connect
-    from flightline.processes import wait_until
+    from flightline.platform import serve_server
+    from flightline.platform.database import connect
+    from flightline.platform.processes import wait_until
 
     running = serve_server.replica_pids(platform, ROUTER, APP)
     with Load(f"{replicas_url}{PREDICT}", flight(), clients=4, champion=models["champion"]) as load:

@@ -14,17 +14,17 @@ import pytest
 from serving_fixtures import DEPARTURE, flight
 
 if TYPE_CHECKING:
-    from flightline.config import Settings
-    from flightline.schemas_serving import PredictionOut
+    from flightline.platform.config import Settings
+    from flightline.serving.schemas import PredictionOut
 
 pytestmark = pytest.mark.integration
 
 
 def _answers(settings: Settings, max_batch: int) -> tuple[list[PredictionOut], dict[str, Any]]:
     """Eight flights sent concurrently as single requests (under an A/B split: both models answer)."""
-    from flightline import serving
-    from flightline.router_runtime import RouterRuntime
-    from flightline.schemas_serving import FlightIn
+    from flightline.models.servable import is_booster
+    from flightline.serving.runtime import RouterRuntime
+    from flightline.serving.schemas import FlightIn
 
     runtime = RouterRuntime(settings.model_copy(update={"serve_max_batch": max_batch}))
     flights = [
@@ -41,21 +41,21 @@ def _answers(settings: Settings, max_batch: int) -> tuple[list[PredictionOut], d
         finally:
             await runtime.close()
 
-    assert serving.is_booster(runtime.models["champion"].loaded()[0])  # the trained LightGBM takes the fast path
+    assert is_booster(runtime.models["champion"].loaded()[0])  # the trained LightGBM takes the fast path
     return asyncio.run(scenario()), runtime.batcher.as_dict()
 
 
 def test_batching_off_scores_each_request_alone_with_the_same_answers(serve_url: str, platform: Settings) -> None:
-    from flightline import serving
-    from flightline.schemas_serving import PolicyIn
+    from flightline.serving.policy import set_policy
+    from flightline.serving.schemas import PolicyIn
 
-    serving.set_policy(platform, PolicyIn(mode="ab", challenger_percent=50, experiment="runtime-test",
+    set_policy(platform, PolicyIn(mode="ab", challenger_percent=50, experiment="runtime-test",
                                           set_by="tests", reason="both variants in one batch"))
     try:
         alone, alone_batching = _answers(platform, max_batch=1)
         together, together_batching = _answers(platform, max_batch=32)
     finally:
-        serving.set_policy(platform, PolicyIn(set_by="tests", reason="end of runtime test"))
+        set_policy(platform, PolicyIn(set_by="tests", reason="end of runtime test"))
     assert alone_batching["batches"] == 0  # max_batch 1: the batcher is bypassed
     assert together_batching["batches"] >= 1 and together_batching["largest_batch"] > 1
     assert {a.variant for a in alone} == {"champion", "challenger"}  # else the pairing below proves little
@@ -68,9 +68,9 @@ def test_batching_off_scores_each_request_alone_with_the_same_answers(serve_url:
 def test_closing_writes_the_queued_log_rows_then_reports_the_writer_stopped(serve_url: str, platform: Settings) -> None:
     """A replica's graceful shutdown closes its runtime (``FlightRouter.__del__``): the rows of the requests
     answered just before are in the table when ``close`` returns, not lost with the process."""
-    from flightline.database import connect
-    from flightline.router_runtime import RouterRuntime
-    from flightline.schemas_serving import FlightIn
+    from flightline.platform.database import connect
+    from flightline.serving.runtime import RouterRuntime
+    from flightline.serving.schemas import FlightIn
 
     runtime = RouterRuntime(platform)
     flights = [FlightIn.model_validate(flight(flight_number=700 + k)) for k in range(20)]
@@ -98,8 +98,8 @@ def test_a_trial_call_whose_caller_is_cancelled_frees_the_breaker(serve_url: str
     the alias moves."""
     from serving_fixtures import register_code_model, set_alias
 
-    from flightline.router_runtime import RouterRuntime
-    from flightline.schemas_serving import FlightIn
+    from flightline.serving.runtime import RouterRuntime
+    from flightline.serving.schemas import FlightIn
 
     # a model name of its own: the platform's aliases, which the Ray router follows, never move
     settings = platform.model_copy(update={"model_name": "breaker_trial_test", "serve_breaker_reset_s": 1.0})

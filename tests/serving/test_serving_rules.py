@@ -7,18 +7,12 @@ import datetime as dt
 import pytest
 from pydantic import ValidationError
 
-from flightline import features as F
-from flightline.online_features import OnlineFeatureReader, ViewSpec
-from flightline.schemas_serving import FlightIn, PolicyIn
-from flightline.serving import (
-    CHALLENGER,
-    ChallengerTally,
-    CircuitBreaker,
-    TrafficPolicy,
-    assign_variant,
-    bucket,
-    rollback_reason,
-)
+from flightline.features import definitions as F
+from flightline.features.online import OnlineFeatureReader, ViewSpec
+from flightline.serving.breaker import CircuitBreaker
+from flightline.serving.guard import ChallengerTally, rollback_reason
+from flightline.serving.policy import CHALLENGER, TrafficPolicy, assign_variant, bucket
+from flightline.serving.schemas import FlightIn, PolicyIn
 
 
 def test_bucket_is_stable_and_uniform() -> None:
@@ -157,8 +151,8 @@ def test_missing_and_stale_features_fall_back_explicitly() -> None:
 
 def test_alias_follower_stops_when_asked() -> None:
     """A model deployment moved to another alias ends the old alias's poller (no thread left reloading it)."""
-    from flightline.config import get_settings
-    from flightline.serving import AliasedModel
+    from flightline.platform.config import get_settings
+    from flightline.serving.model_loader import AliasedModel
 
     model = AliasedModel(get_settings(), "challenger")
     follower = model.follow(poll_s=3600)
@@ -169,7 +163,7 @@ def test_alias_follower_stops_when_asked() -> None:
 
 
 def test_experiment_verdict_needs_the_whole_interval_on_one_side() -> None:
-    from flightline.experiments import MIN_OUTCOMES, Estimate, verdict
+    from flightline.serving.experiments import MIN_OUTCOMES, Estimate, verdict
 
     better = Estimate(mean=-0.02, variance=0.005**2)
     assert better.interval() == pytest.approx([-0.0298, -0.0102], abs=1e-4)

@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any
 import pytest
 
 if TYPE_CHECKING:
-    from flightline.config import Settings
+    from flightline.platform.config import Settings
 
 pytestmark = pytest.mark.integration
 
@@ -53,7 +53,7 @@ def page(platform: Settings) -> Iterator[Any]:
 def paused_dag(platform: Settings) -> Iterator[Any]:
     """The DAG paused, so a run triggered here stays queued (nothing runs); afterwards its runs are
     deleted and the pause state restored."""
-    from flightline.airflow_client import AirflowClient
+    from flightline.platform.airflow_client import AirflowClient
 
     client = AirflowClient(platform)
     client.wait_for_dag(DAG_ID)

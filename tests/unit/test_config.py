@@ -5,8 +5,8 @@ import stat
 
 import pytest
 
-from flightline.config import _SECRET_NAMES, Settings
-from flightline.errors import FlightlineConfigError
+from flightline.platform.config import _SECRET_NAMES, Settings
+from flightline.platform.errors import FlightlineConfigError
 
 
 @pytest.fixture(autouse=True)

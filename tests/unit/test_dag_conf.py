@@ -6,8 +6,8 @@ from types import SimpleNamespace
 
 import pytest
 
-from flightline.dag_conf import check_run_conf
-from flightline.errors import FlightlineConfigError
+from flightline.platform.dag_conf import check_run_conf
+from flightline.platform.errors import FlightlineConfigError
 
 
 def _context(conf: dict[str, object] | None, params: tuple[str, ...]) -> dict[str, object]:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pickle
 from pathlib import Path
 
-from flightline.errors import PortInUseError, ServiceError
+from flightline.platform.errors import PortInUseError, ServiceError
 
 
 def test_service_errors_unpickle_with_their_fields() -> None:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from flightline.evaluation import PromotionRule, decide, expected_calibration_error, metrics, slice_metrics
+from flightline.models.evaluation import PromotionRule, decide, expected_calibration_error, metrics, slice_metrics
 
 
 def _evaluation(auc: float, *, ece: float = 0.01, p95: float = 5.0, slices: dict[str, float] | None = None) -> dict:

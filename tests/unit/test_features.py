@@ -9,8 +9,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from flightline import features as F
-from flightline.errors import FlightlineError
+from flightline.features import definitions as F
+from flightline.platform.errors import FlightlineError
 
 
 def test_prediction_time_is_two_hours_before_departure_and_needs_a_time_zone() -> None:
@@ -147,7 +147,7 @@ def test_departure_clocks_are_request_features_computed_once_per_instant(monkeyp
 
 
 def test_online_reader_query_is_rendered_once_with_quoted_identifiers() -> None:
-    from flightline.online_features import OnlineFeatureReader, ViewSpec
+    from flightline.features.online import OnlineFeatureReader, ViewSpec
 
     specs = [
         ViewSpec("carrier_daily", "proj_carrier_daily", "carrier_code", dt.timedelta(days=1), ("a",)),
@@ -172,7 +172,7 @@ def test_feature_names_are_unique_and_follow_the_feature_views() -> None:
 
 
 def test_flight_request_entity_row_and_served_row_order() -> None:
-    from flightline.online_features import ServedFeatures
+    from flightline.features.online import ServedFeatures
 
     request = F.FlightRequest("UA", 1545, "EWR", "IAH", dt.datetime(2013, 1, 1, 10, 15, tzinfo=dt.UTC), "N14228")
     row = request.entity_row()

@@ -8,9 +8,9 @@ from pathlib import Path
 
 import pytest
 
-from flightline import lake
-from flightline.config import Settings
-from flightline.errors import FlightlineConfigError, NotFoundError
+from flightline.data import lake
+from flightline.platform.config import Settings
+from flightline.platform.errors import FlightlineConfigError, NotFoundError
 
 JAN, FEB = dt.date(2013, 1, 1), dt.date(2013, 2, 1)
 

@@ -8,7 +8,7 @@ import subprocess
 import time
 from pathlib import Path
 
-from flightline.processes import (
+from flightline.platform.processes import (
     already_running,
     command_line,
     pid_alive,
@@ -41,8 +41,8 @@ def test_a_pid_file_whose_pid_another_process_took_is_stale_and_that_process_is_
 def test_a_postmaster_pid_naming_another_program_is_removed_and_one_naming_a_postgres_is_kept(tmp_path: Path) -> None:
     """PostgreSQL refuses to start on a lock file whose pid is alive; a running server whose lock file goes
     shuts down, so only a pid that runs another program makes the file stale."""
-    from flightline import database
-    from flightline.config import Settings
+    from flightline.platform import database
+    from flightline.platform.config import Settings
 
     settings = Settings(home=tmp_path)
     settings.pgdata_dir.mkdir(parents=True)

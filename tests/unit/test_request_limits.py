@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import json
 
-from flightline.request_limits import BODY_LIMITS, ECHO_CHARS, echo, validation_errors
-from flightline.schemas_rag import MAX_EMBEDDING_INPUT_CHARS, MAX_EMBEDDING_INPUTS, EmbeddingRequest
+from flightline.rag.schemas import MAX_EMBEDDING_INPUT_CHARS, MAX_EMBEDDING_INPUTS, EmbeddingRequest
+from flightline.serving.request_limits import BODY_LIMITS, ECHO_CHARS, echo, validation_errors
 
 
 def test_echo_keeps_small_inputs_and_shortens_large_ones() -> None:
@@ -35,7 +35,7 @@ def test_a_route_prefix_keeps_each_routes_limit() -> None:
     """Under a Serve route prefix (``/replicas``) the path includes it; the batch route kept only 64 KiB."""
     import asyncio
 
-    from flightline.request_limits import DEFAULT_BODY_LIMIT, BodySizeLimit
+    from flightline.serving.request_limits import DEFAULT_BODY_LIMIT, BodySizeLimit
 
     answered: list[int] = []
 

@@ -9,9 +9,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from flightline.errors import FlightlineError
-from flightline.features import FEATURE_NAMES
-from flightline.serving import load_servable, probe_model
+from flightline.features.definitions import FEATURE_NAMES
+from flightline.models.servable import load_servable, probe_model
+from flightline.platform.errors import FlightlineError
 
 
 def _saved(tmp_path: Path, estimator: object, X: pd.DataFrame, *, signature: bool = True) -> str:

@@ -6,8 +6,15 @@ import datetime as dt
 
 import pytest
 
-from flightline.errors import FlightlineConfigError
-from flightline.training import HOLDOUT_PARAMS, Window, manual_logical_date, month_bounds, resolve_window, run_key
+from flightline.models.training import (
+    HOLDOUT_PARAMS,
+    Window,
+    manual_logical_date,
+    month_bounds,
+    resolve_window,
+    run_key,
+)
+from flightline.platform.errors import FlightlineConfigError
 
 
 def test_scheduled_runs_evaluate_on_their_month_and_train_on_the_months_before() -> None:

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from flightline.config import Settings
+from flightline.platform.config import Settings
 
 pytestmark = pytest.mark.slow  # dbt parse takes ~10 s
 
@@ -19,7 +19,7 @@ def settings(tmp_path_factory: pytest.TempPathFactory) -> Settings:
 
 
 def test_manifest_is_parsed_once_and_again_when_a_model_changes(settings: Settings) -> None:
-    from flightline.transform import ensure_manifest
+    from flightline.data.transform import ensure_manifest
 
     manifest = ensure_manifest(settings)
     assert manifest.is_file() and manifest.is_relative_to(settings.home)  # never inside the repository
@@ -40,7 +40,7 @@ def test_task_group_has_a_run_and_a_test_task_per_model_in_dbt_order(settings: S
     import pendulum
     from airflow.sdk import DAG
 
-    from flightline.transform import build_dbt_task_group, dbt_executable, export_dbt_env
+    from flightline.data.transform import build_dbt_task_group, dbt_executable, export_dbt_env
 
     with DAG("render_transform", schedule=None, start_date=pendulum.datetime(2013, 1, 1), catchup=False) as dag:
         build_dbt_task_group(settings, default_args={"retries": 2})

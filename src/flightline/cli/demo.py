@@ -7,7 +7,7 @@ from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
-    from flightline.config import Settings
+    from flightline.platform.config import Settings
 
 Echo = Callable[[str], None]
 
@@ -15,8 +15,8 @@ Echo = Callable[[str], None]
 def run_dag(settings: Settings, dag_id: str, echo: Echo, *, conf: Mapping[str, object] | None = None,
             logical_date: str | None = None, timeout: float = 900) -> str:
     """Trigger dag_id through the REST API, wait for it and say where to look; return the run id."""
-    from flightline.airflow_client import AirflowClient
-    from flightline.errors import ServiceError
+    from flightline.platform.airflow_client import AirflowClient
+    from flightline.platform.errors import ServiceError
 
     client = AirflowClient(settings)
     began = time.monotonic()
@@ -46,7 +46,8 @@ def run(settings: Settings, echo: Echo) -> None:
 
     import httpx
 
-    from flightline import stack, training
+    from flightline.models import training
+    from flightline.platform import stack
 
     began = time.monotonic()
     stack.up(settings, on_progress=lambda name, started: echo(f"  {name:<10} {'started' if started else 'up'}"))

@@ -9,11 +9,11 @@ import time
 
 import typer
 
-from flightline.cli_models import models_app
-from flightline.cli_rag import rag_app
-from flightline.cli_serve import serve_app
-from flightline.config import get_settings
-from flightline.errors import FlightlineError
+from flightline.cli.models import models_app
+from flightline.cli.rag import rag_app
+from flightline.cli.serve import serve_app
+from flightline.platform.config import get_settings
+from flightline.platform.errors import FlightlineError
 
 app = typer.Typer(help="flightline: an ML platform on DAGs.", no_args_is_help=True, add_completion=False)
 
@@ -25,7 +25,7 @@ app.add_typer(models_app, name="models")
 @app.command()
 def up() -> None:
     """Start PostgreSQL, MLflow, Airflow and Ray Serve (whatever is not running yet); wait until healthy."""
-    from flightline import stack
+    from flightline.platform import stack
 
     settings = get_settings()
     began = time.monotonic()
@@ -46,8 +46,8 @@ def up() -> None:
 @app.command()
 def demo() -> None:
     """Bring the platform up and run the example pipelines on it (the README's main command)."""
-    from flightline import demo as demo_steps
-    from flightline import stack
+    from flightline.cli import demo as demo_steps
+    from flightline.platform import stack
 
     settings = get_settings()
     demo_steps.run(settings, typer.echo)
@@ -63,7 +63,7 @@ def demo() -> None:
 @app.command()
 def down() -> None:
     """Stop everything `up` started; data persists to the next `up`."""
-    from flightline import stack
+    from flightline.platform import stack
 
     for name, stopped in stack.down(get_settings()).items():
         typer.echo(f"  {name:<10} {'stopped' if stopped else 'was not running'}")
@@ -72,7 +72,7 @@ def down() -> None:
 @app.command()
 def status(as_json: bool = typer.Option(False, "--json", help="print an object keyed by component")) -> None:
     """Health of each component; exits 1 when any is unhealthy."""
-    from flightline import stack
+    from flightline.platform import stack
 
     report = stack.status(get_settings())
     if as_json:
@@ -90,7 +90,7 @@ def dbt_env() -> None:
     """
     import shlex
 
-    from flightline.transform import dbt_env as variables
+    from flightline.data.transform import dbt_env as variables
 
     for name, value in variables(get_settings()).items():
         typer.echo(f"export {name}={shlex.quote(value)}")
@@ -107,7 +107,7 @@ def exec_component(
     """
     import os
 
-    from flightline import airflow_server, database, mlflow_server
+    from flightline.platform import airflow_server, database, mlflow_server
 
     settings = get_settings()
     settings.ensure_secrets()

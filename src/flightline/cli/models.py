@@ -10,8 +10,8 @@ import json
 
 import typer
 
-from flightline.config import get_settings
-from flightline.errors import FlightlineError
+from flightline.platform.config import get_settings
+from flightline.platform.errors import FlightlineError
 
 models_app = typer.Typer(help="Registered models: list, promote, roll back.", no_args_is_help=True)
 
@@ -19,7 +19,7 @@ models_app = typer.Typer(help="Registered models: list, promote, roll back.", no
 @models_app.command("list")
 def list_models(as_json: bool = typer.Option(False, "--json", help="print JSON")) -> None:
     """Versions of the model, newest first, with aliases, AUC and the promotion decision."""
-    from flightline import registry
+    from flightline.models import registry
 
     try:
         rows = registry.list_versions(get_settings())
@@ -43,7 +43,7 @@ def promote(
     reason: str = typer.Option(..., "--reason", "-r", "--why", help="why (recorded on the version)"),
 ) -> None:
     """Make VERSION the champion."""
-    from flightline import registry
+    from flightline.models import registry
 
     try:
         result = registry.promote(get_settings(), version, why=reason)
@@ -57,7 +57,7 @@ def promote(
 @models_app.command()
 def rollback(reason: str = typer.Option(..., "--reason", "-r", "--why", help="why (recorded on the versions)")) -> None:
     """Give the champion alias back to the previous champion."""
-    from flightline import registry
+    from flightline.models import registry
 
     try:
         result = registry.rollback(get_settings(), why=reason)

@@ -22,8 +22,9 @@ def ingest(
     record: Annotated[bool, typer.Option(help="record the run in MLflow")] = True,
 ) -> None:
     """Sync a collection into pgvector, embedding only new or changed chunks."""
-    from flightline import ingestion, rag_eval
-    from flightline.config import get_settings
+    from flightline.platform.config import get_settings
+    from flightline.rag import evaluation as rag_eval
+    from flightline.rag import ingestion
 
     settings = get_settings()
     report = ingestion.ingest_source(
@@ -46,8 +47,8 @@ def search(
     collection: Annotated[str, typer.Option()] = "scifact",
 ) -> None:
     """Print the best chunks for a query."""
-    from flightline import retrieval
-    from flightline.schemas_rag import SearchRequest
+    from flightline.rag import retrieval
+    from flightline.rag.schemas import SearchRequest
 
     response = retrieval.search(SearchRequest(query=query, k=k, mode=mode, collection=collection))  # type: ignore[arg-type]
     for rank, result in enumerate(response.results, start=1):
@@ -65,8 +66,8 @@ def evaluate(
     record: Annotated[bool, typer.Option(help="log the metrics to MLflow")] = True,
 ) -> None:
     """nDCG@10, recall@10 and recall@100 per retrieval mode on labelled queries."""
-    from flightline import rag_eval
-    from flightline.config import get_settings
+    from flightline.platform.config import get_settings
+    from flightline.rag import evaluation as rag_eval
 
     settings = get_settings()
     report = rag_eval.evaluate(

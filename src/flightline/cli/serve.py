@@ -6,8 +6,8 @@ import json
 
 import typer
 
-from flightline.config import get_settings
-from flightline.errors import FlightlineError
+from flightline.platform.config import get_settings
+from flightline.platform.errors import FlightlineError
 
 serve_app = typer.Typer(
     help="Online serving on Ray Serve: up, down, status, traffic policy and experiment reports.", no_args_is_help=True
@@ -17,7 +17,7 @@ serve_app = typer.Typer(
 @serve_app.command()
 def up() -> None:
     """Start Ray and deploy the app (PostgreSQL and MLflow must be up: `flightline up` starts all)."""
-    from flightline import serve_server
+    from flightline.platform import serve_server
 
     settings = get_settings()
     started = serve_server.start(settings)
@@ -27,7 +27,7 @@ def up() -> None:
 @serve_app.command()
 def down() -> None:
     """Stop this platform's Ray head and every replica."""
-    from flightline import serve_server
+    from flightline.platform import serve_server
 
     typer.echo("serve stopped" if serve_server.stop(get_settings()) else "serve was not running")
 
@@ -39,7 +39,7 @@ def status() -> None:
     and prediction-log counters."""
     import httpx
 
-    from flightline import serve_server
+    from flightline.platform import serve_server
 
     settings = get_settings()
     try:
@@ -74,13 +74,13 @@ def traffic(
 
     from pydantic import ValidationError
 
-    from flightline import serving
-    from flightline.registry import actor
-    from flightline.schemas_serving import PolicyIn, PolicyMode
+    from flightline.models.registry import actor
+    from flightline.serving.policy import DEFAULT_POLICY, policy_history, set_policy
+    from flightline.serving.schemas import PolicyIn, PolicyMode
 
     settings = get_settings()
     if mode == "show":  # newest first; before any change, the default the routers apply (champion alone)
-        for policy in serving.policy_history(settings, limit=10) or [serving.DEFAULT_POLICY]:
+        for policy in policy_history(settings, limit=10) or [DEFAULT_POLICY]:
             typer.echo(json.dumps(policy.as_dict()))
         return
     if mode not in get_args(PolicyMode):
@@ -94,7 +94,7 @@ def traffic(
     try:
         change = PolicyIn(mode=mode, challenger_percent=percent, shadow=shadow, experiment=experiment,  # type: ignore[arg-type]
                           set_by=by or actor(), reason=why, rollback_failure_percent=rollback_above, **guard)
-        typer.echo(json.dumps(serving.set_policy(settings, change).as_dict()))
+        typer.echo(json.dumps(set_policy(settings, change).as_dict()))
     except ValidationError as exc:  # pydantic's text names PolicyIn's fields: say which option, and its value
         for error in exc.errors():
             field = str(error["loc"][0]) if error["loc"] else ""
@@ -120,7 +120,7 @@ def report(
 ) -> None:
     """Champion vs challenger under one experiment: each arm's requests, latency and, where flights'
     outcomes are known, Brier score and log loss with the difference's 95 % interval, and AUC; shadow pairs too."""
-    from flightline.experiments import experiment_report
+    from flightline.serving.experiments import experiment_report
 
     try:
         typer.echo(json.dumps(experiment_report(get_settings(), experiment), indent=2))

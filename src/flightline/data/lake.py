@@ -14,13 +14,13 @@ import zipfile
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from flightline.errors import FlightlineConfigError, NotFoundError
+from flightline.platform.errors import FlightlineConfigError, NotFoundError
 
 if TYPE_CHECKING:
     import pandas as pd
     import pyarrow as pa
 
-    from flightline.config import Settings
+    from flightline.platform.config import Settings
 
 log = logging.getLogger(__name__)
 

@@ -17,12 +17,12 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from flightline.errors import DataValidationError, FlightlineError
+from flightline.platform.errors import DataValidationError, FlightlineError
 
 if TYPE_CHECKING:
     from cosmos import DbtTaskGroup
 
-    from flightline.config import Settings
+    from flightline.platform.config import Settings
 
 log = logging.getLogger(__name__)
 
@@ -162,7 +162,7 @@ def build_dbt_task_group(
 
 def export_dbt_env(context: Any = None) -> None:
     """Task callback: put the profile's variables (password included) into this task's environment."""
-    from flightline.config import get_settings
+    from flightline.platform.config import get_settings
 
     os.environ.update(dbt_env(get_settings()))
 

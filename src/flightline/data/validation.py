@@ -2,7 +2,7 @@
 
 Suites live in ``great_expectations/`` (one per bronze table, ``bronze.<table>``); row counts are
 checked against the previous successful run, which ``raw._validation_log`` in the warehouse
-remembers. A failing batch raises :class:`~flightline.errors.DataValidationError` with a report that
+remembers. A failing batch raises :class:`~flightline.platform.errors.DataValidationError` with a report that
 names each failed expectation, its column and what was observed.
 """
 
@@ -14,13 +14,13 @@ import math
 import os
 from typing import TYPE_CHECKING, Any
 
-from flightline import lake
-from flightline.errors import DataValidationError
+from flightline.data import lake
+from flightline.platform.errors import DataValidationError
 
 if TYPE_CHECKING:
     import psycopg
 
-    from flightline.config import Settings
+    from flightline.platform.config import Settings
 
 log = logging.getLogger(__name__)
 
@@ -52,7 +52,7 @@ def validate_batch(settings: Settings, versions: dict[str, int], *, run_month: d
     Raises:
         DataValidationError: when any expectation fails; its ``report`` lists every failure.
     """
-    from flightline.database import connect
+    from flightline.platform.database import connect
 
     context = _context(settings)
     data_end = lake.month_end_utc(run_month) - dt.timedelta(microseconds=1)

@@ -11,13 +11,13 @@ import io
 import logging
 from typing import TYPE_CHECKING
 
-from flightline import lake
+from flightline.data import lake
 
 if TYPE_CHECKING:
     import psycopg
     import pyarrow as pa
 
-    from flightline.config import Settings
+    from flightline.platform.config import Settings
 
 log = logging.getLogger(__name__)
 
@@ -42,7 +42,7 @@ def load_raw(settings: Settings, versions: dict[str, int]) -> dict[str, int]:
     Returns:
         The row count of each ``raw`` table after the load.
     """
-    from flightline.database import connect
+    from flightline.platform.database import connect
 
     counts = {}
     with connect(settings, settings.warehouse_db) as conn:
@@ -71,7 +71,7 @@ def load_raw(settings: Settings, versions: dict[str, int]) -> dict[str, int]:
 
 def loaded_versions(settings: Settings) -> dict[str, int]:
     """The bronze version each ``raw`` table holds now (empty before the first load)."""
-    from flightline.database import connect
+    from flightline.platform.database import connect
 
     with connect(settings, settings.warehouse_db) as conn:
         exists = conn.execute("select to_regclass(%s)", (f"{RAW_SCHEMA}._load_log",)).fetchone()

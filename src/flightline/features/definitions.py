@@ -10,7 +10,7 @@ was known strictly before that moment. Each fact has its own "known at" time:
 - a weather observation is known at its ``observed_at``;
 - schedules (carrier, route, distance, plane) are known in advance.
 
-Windowed features are computed in :mod:`flightline.spark_features` on a time grid: the row stamped
+Windowed features are computed in :mod:`flightline.features.spark` on a time grid: the row stamped
 ``feature_at = t`` uses only facts known before ``t``; Feast's point-in-time join then takes the latest
 row at or before the prediction moment. Request-time transforms (clock features of the scheduled
 departure) are pure functions here, called by the Feast on-demand view in training and by serving.
@@ -22,7 +22,7 @@ import datetime as dt
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from flightline.errors import FlightlineError
+from flightline.platform.errors import FlightlineError
 
 if TYPE_CHECKING:
     import pandas as pd

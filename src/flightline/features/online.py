@@ -11,9 +11,9 @@ so :class:`OnlineFeatureReader` reads the tables Feast's Postgres online store w
 So the definitions stay Feast's; only the read path is shorter. ``benchmarks/bench_serving.py`` compares
 the two and ``tests/serving`` checks that they return the same values.
 
-Request-time features are computed by :func:`flightline.features.request_features`, the function the
+Request-time features are computed by :func:`flightline.features.definitions.request_features`, the function the
 Feast on-demand view runs in training (here memoized per departure:
-:func:`~flightline.features.departure_clocks`). A value the store lacks, or one older than its view's ttl at the
+:func:`~flightline.features.definitions.departure_clocks`). A value the store lacks, or one older than its view's ttl at the
 flight's prediction time, becomes an explicit fallback (NaN: the model's missing-value branch, exactly
 what the point-in-time join gives training for such a row) and is reported as missing or stale.
 """
@@ -25,10 +25,10 @@ import math
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from flightline import features as F
+from flightline.features import definitions as F
 
 if TYPE_CHECKING:
-    from flightline.config import Settings
+    from flightline.platform.config import Settings
 
 REQUEST_VIEW = "departure_clock"
 
@@ -85,7 +85,7 @@ def _json_float(value: float) -> float | None:
 
 def view_specs(settings: Settings) -> list[ViewSpec]:
     """The stored feature views of the model, read from the Feast registry (run ``feast apply`` first)."""
-    from flightline.feature_store import get_store
+    from flightline.features.store import get_store
 
     store = get_store(settings)
     from feast.infra.online_stores.helpers import compute_table_id
@@ -135,7 +135,7 @@ class OnlineFeatureReader:
 
     @classmethod
     def from_settings(cls, settings: Settings) -> OnlineFeatureReader:
-        from flightline.feature_store import get_store
+        from flightline.features.store import get_store
 
         store = get_store(settings)
         online = store.config.online_store

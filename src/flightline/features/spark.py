@@ -21,14 +21,14 @@ import sys
 import time
 from typing import TYPE_CHECKING
 
-from flightline import features as F
-from flightline.errors import NotFoundError
+from flightline.features import definitions as F
+from flightline.platform.errors import NotFoundError
 
 if TYPE_CHECKING:
     import pandas as pd
     from pyspark.sql import Column, DataFrame, SparkSession
 
-    from flightline.config import Settings
+    from flightline.platform.config import Settings
 
 log = logging.getLogger(__name__)
 
@@ -85,7 +85,7 @@ def read_delta(spark: SparkSession, settings: Settings, table: str, version: int
     from deltalake import DeltaTable
     from deltalake.exceptions import DeltaError, TableNotFoundError
 
-    from flightline.lake import table_path
+    from flightline.data.lake import table_path
 
     path = str(table_path(settings, table))
     if settings.spark_use_delta_spark:
@@ -305,7 +305,7 @@ def compute(spark: SparkSession, settings: Settings, versions: dict[str, int]) -
 
 def write_tables(settings: Settings, tables: dict[str, pd.DataFrame], *, created_at: dt.datetime) -> dict[str, int]:
     """Replace each ``features.<table>`` with its frame (one transaction per table); return row counts."""
-    from flightline.database import connect
+    from flightline.platform.database import connect
 
     counts = {}
     with connect(settings, settings.warehouse_db) as conn:

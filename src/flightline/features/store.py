@@ -1,5 +1,5 @@
 """Feast, wrapped: apply the repo, materialize, read training sets offline (serving reads the online
-store through flightline.online_features).
+store through flightline.features.online).
 
 The repo's ``feature_store.yaml`` names its connections as ``${FLIGHTLINE_*}`` variables; here they
 are filled from the settings (no environment needed), so the same repo runs on any platform.
@@ -14,14 +14,14 @@ import re
 import sys
 from typing import TYPE_CHECKING, Any
 
-from flightline import features as F
-from flightline.errors import NotFoundError
+from flightline.features import definitions as F
+from flightline.platform.errors import NotFoundError
 
 if TYPE_CHECKING:
     import pandas as pd
     from feast import FeatureStore
 
-    from flightline.config import Settings
+    from flightline.platform.config import Settings
 
 log = logging.getLogger(__name__)
 
@@ -36,7 +36,7 @@ def import_feast_without_torch() -> None:
 
     ``feast.torch_wrapper`` imports torch whenever it is installed (it is, for the embeddings), and every
     process that talks to MLflow imports Feast too: MLflow's request-header plugins load Feast's entry
-    point. So :func:`get_store` and :func:`flightline.registry.client` call this first. A router replica
+    point. So :func:`get_store` and :func:`flightline.models.registry.client` call this first. A router replica
     then starts ~2 s sooner and holds ~180 MB less, and so does each DAG task that uses Feast or MLflow.
     Only Feast's ``to_tensor`` fails, with Feast's own error; torch itself stays importable afterwards.
     """
@@ -101,7 +101,7 @@ def materialize(settings: Settings, start: dt.datetime, end: dt.datetime) -> lis
     Views without a ttl hold facts known in advance, stamped long before any window: they are
     loaded from their first row, or serving would miss them.
     """
-    from flightline.spark_features import STATIC_FEATURE_AT
+    from flightline.features.spark import STATIC_FEATURE_AT
 
     store = get_store(settings)
     online = [v for v in store.list_feature_views() if v.online]
@@ -118,7 +118,7 @@ def materialize(settings: Settings, start: dt.datetime, end: dt.datetime) -> lis
 def entity_query(start: dt.datetime, end: dt.datetime) -> str:
     """SQL of the entity rows: every flight scheduled in [start, end), stamped at its prediction time.
 
-    The entity timestamp is departure minus :data:`flightline.features.PREDICTION_LEAD`: Feast's
+    The entity timestamp is departure minus :data:`flightline.features.definitions.PREDICTION_LEAD`: Feast's
     point-in-time join takes, per feature view, the latest row at or before it.
     """
     lead = int(F.PREDICTION_LEAD.total_seconds())
@@ -141,7 +141,7 @@ def historical_features(settings: Settings, entity_df: str | pd.DataFrame) -> pd
             on-demand view) and ``event_timestamp`` (the prediction time).
 
     Returns:
-        The entity columns plus :data:`flightline.features.FEATURE_NAMES`, sorted by flight.
+        The entity columns plus :data:`flightline.features.definitions.FEATURE_NAMES`, sorted by flight.
     """
     store = get_store(settings)
     service = _service(store)
@@ -186,5 +186,5 @@ def _service(store: FeatureStore) -> Any:
         return store.get_feature_service(F.FEATURE_SERVICE)
     except FeatureServiceNotFoundException as exc:
         raise NotFoundError(
-            f"feature service {F.FEATURE_SERVICE!r} not in the Feast registry; run flightline.feature_store.apply"
+            f"feature service {F.FEATURE_SERVICE!r} not in the Feast registry; run flightline.features.store.apply"
         ) from exc

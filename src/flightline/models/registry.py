@@ -16,8 +16,8 @@ import os
 from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
 
-from flightline.errors import FlightlineConfigError, FlightlineError, NotFoundError, ServiceError
-from flightline.feature_store import import_feast_without_torch
+from flightline.features.store import import_feast_without_torch
+from flightline.platform.errors import FlightlineConfigError, FlightlineError, NotFoundError, ServiceError
 
 if TYPE_CHECKING:
     from mlflow import MlflowClient
@@ -25,7 +25,7 @@ if TYPE_CHECKING:
     from mlflow.exceptions import MlflowException
     from mlflow.pyfunc import PyFuncModel
 
-    from flightline.config import Settings
+    from flightline.platform.config import Settings
 
 log = logging.getLogger(__name__)
 
@@ -194,7 +194,7 @@ def _champion_moves(settings: Settings) -> Iterator[None]:
     """One champion move at a time, across processes (a training run's promotion, an operator's promote or
     rollback): each reads the history, moves the alias and writes the history back, and two interleaved
     would leave a history that no longer ends at the champion, which the next rollback trusts."""
-    from flightline.database import connect
+    from flightline.platform.database import connect
 
     with connect(settings, settings.warehouse_db, autocommit=True) as conn:  # the lock goes with the session
         conn.execute("select pg_advisory_lock(hashtext('flightline.registry.champion:' || %s))",
@@ -265,12 +265,12 @@ def require_servable(settings: Settings, version: str) -> None:
     Raises:
         FlightlineError: naming the version and what it did wrong.
     """
-    from flightline import serving
+    from flightline.models import servable
 
     client(settings)
     name = settings.model_name
     try:
-        serving.load_servable(f"models:/{name}/{version}")
+        servable.load_servable(f"models:/{name}/{version}")
     except FlightlineError as exc:
         raise FlightlineError(f"version {version} of {name!r} cannot serve flights: {exc}") from exc
     except Exception as exc:  # noqa: BLE001 - missing artifacts, a flavor not installed, ...: all unservable

@@ -17,13 +17,13 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from flightline import features as F
-from flightline.errors import FlightlineConfigError
+from flightline.features import definitions as F
+from flightline.platform.errors import FlightlineConfigError
 
 if TYPE_CHECKING:
     import pandas as pd
 
-    from flightline.config import Settings
+    from flightline.platform.config import Settings
 
 log = logging.getLogger(__name__)
 
@@ -149,7 +149,7 @@ def build_training_sets(settings: Settings, window: Window, *, run_key: str) -> 
     Returns:
         Paths, digests and row counts of both sets.
     """
-    from flightline.feature_store import flight_features
+    from flightline.features.store import flight_features
 
     folder = settings.home / "training_sets" / _safe(run_key)
     folder.mkdir(parents=True, exist_ok=True)
@@ -203,7 +203,7 @@ def train(
     import mlflow
     import pandas as pd
 
-    from flightline import evaluation, registry
+    from flightline.models import evaluation, registry
 
     params = {**DEFAULT_HYPERPARAMETERS, **{k: v for k, v in (hyperparameters or {}).items() if v is not None}}
     digest = training_sets["train"]["digest"]
@@ -308,7 +308,7 @@ def evaluate(settings: Settings, run_id: str, training_sets: dict[str, Any]) -> 
     import mlflow
     import pandas as pd
 
-    from flightline import evaluation, registry
+    from flightline.models import evaluation, registry
 
     registry.client(settings)
     frame = pd.read_parquet(training_sets["eval"]["path"])
@@ -356,7 +356,7 @@ def evaluate(settings: Settings, run_id: str, training_sets: dict[str, Any]) -> 
 
 
 def _score(model: Any, X: pd.DataFrame, y: Any, frame: pd.DataFrame) -> dict[str, Any]:
-    from flightline import evaluation
+    from flightline.models import evaluation
 
     predictions = _probabilities(model.predict(X))
     return {

@@ -8,13 +8,13 @@ from typing import TYPE_CHECKING, Any
 
 import httpx
 
-from flightline.airflow_server import api_token
-from flightline.errors import NotFoundError, ServiceError
+from flightline.platform.airflow_server import api_token
+from flightline.platform.errors import NotFoundError, ServiceError
 
 if TYPE_CHECKING:
     import datetime as dt
 
-    from flightline.config import Settings
+    from flightline.platform.config import Settings
 
 TERMINAL_STATES = ("success", "failed")
 

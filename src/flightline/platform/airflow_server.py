@@ -16,11 +16,11 @@ from typing import TYPE_CHECKING
 
 import httpx
 
-from flightline.errors import ServiceError
-from flightline.processes import already_running, ensure_port_free, read_pid, spawn, stop_pid_file, wait_until
+from flightline.platform.errors import ServiceError
+from flightline.platform.processes import already_running, ensure_port_free, read_pid, spawn, stop_pid_file, wait_until
 
 if TYPE_CHECKING:
-    from flightline.config import Settings
+    from flightline.platform.config import Settings
 
 COMPONENT = "airflow"
 _AIRFLOW = [sys.executable, "-m", "airflow"]

@@ -19,7 +19,7 @@ from typing import Literal
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-PROJECT_DIR = Path(__file__).resolve().parents[2]
+PROJECT_DIR = Path(__file__).resolve().parents[3]
 """The repository root (src layout): dags/, plugins/, dbt_project/ ... live here."""
 
 _SECRET_NAMES = (
@@ -120,7 +120,7 @@ class Settings(BaseSettings):
 
     startup_timeout_s: float = 180.0
 
-    # RAG: embeddings, chunking, pgvector HNSW, lexical BM25 and fusion (flightline.embeddings/retrieval)
+    # RAG: embeddings, chunking, pgvector HNSW, lexical BM25 and fusion (flightline.rag.embeddings/retrieval)
     embedding_backend: Literal["onnx-int8", "onnx-fp32", "torch"] = Field(
         default="onnx-int8", description="onnx-int8 is ~2x torch on 2 cores, within cosine 0.01 of it"
     )
@@ -140,7 +140,7 @@ class Settings(BaseSettings):
         description="a search statement slower than this (a lock, an overloaded database) is cancelled: a 503",
     )
 
-    # Model training (flightline.spark_features, training, registry)
+    # Model training (flightline.features.spark, training, registry)
     spark_master: str = Field(default="local[2]", description="Spark master for the windowed features")
     spark_shuffle_partitions: int = Field(default=4, ge=1)
     spark_use_delta_spark: bool = Field(
@@ -230,7 +230,7 @@ class Settings(BaseSettings):
         Raises:
             FlightlineConfigError: when neither exists (run ``flightline up`` once first).
         """
-        from flightline.errors import FlightlineConfigError
+        from flightline.platform.errors import FlightlineConfigError
 
         value = getattr(self, name)
         if value:

@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from flightline.errors import FlightlineConfigError
+from flightline.platform.errors import FlightlineConfigError
 
 
 def check_run_conf(context: Mapping[str, Any]) -> None:

@@ -16,13 +16,20 @@ import tempfile
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from flightline.errors import ServiceError
-from flightline.processes import already_running, command_line, ensure_port_free, pid_alive, port_is_open, wait_until
+from flightline.platform.errors import ServiceError
+from flightline.platform.processes import (
+    already_running,
+    command_line,
+    ensure_port_free,
+    pid_alive,
+    port_is_open,
+    wait_until,
+)
 
 if TYPE_CHECKING:
     import psycopg
 
-    from flightline.config import Settings
+    from flightline.platform.config import Settings
 
 log = logging.getLogger(__name__)
 

@@ -9,10 +9,10 @@ from typing import TYPE_CHECKING
 
 import httpx
 
-from flightline.processes import already_running, ensure_port_free, read_pid, spawn, stop_pid_file, wait_until
+from flightline.platform.processes import already_running, ensure_port_free, read_pid, spawn, stop_pid_file, wait_until
 
 if TYPE_CHECKING:
-    from flightline.config import Settings
+    from flightline.platform.config import Settings
 
 COMPONENT = "mlflow"
 

@@ -16,7 +16,7 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 
-from flightline.errors import PortInUseError, ServiceError
+from flightline.platform.errors import PortInUseError, ServiceError
 
 log = logging.getLogger(__name__)
 

@@ -30,8 +30,8 @@ from typing import TYPE_CHECKING, Any
 
 import httpx
 
-from flightline.errors import ServiceError
-from flightline.processes import (
+from flightline.platform.errors import ServiceError
+from flightline.platform.processes import (
     already_running,
     command_line,
     ensure_port_free,
@@ -45,7 +45,7 @@ from flightline.processes import (
 )
 
 if TYPE_CHECKING:
-    from flightline.config import Settings
+    from flightline.platform.config import Settings
 
 COMPONENT = "serve"
 APPLICATION = "flightline"  # its name in ray_serve/serve_config.yaml
@@ -211,9 +211,6 @@ def start(settings: Settings) -> bool:
     if not head_running():
         ensure_port_free(COMPONENT, settings.host, settings.serve_port, log=log)
         ensure_port_free("ray_dashboard", settings.host, settings.ray_dashboard_port, log=log)
-        from flightline import serving
-
-        serving.ensure_tables(settings)
         ports = {name: free_port() for name in _RAY_PORTS}
         argv = [
             str(Path(sys.executable).parent / "ray"), "start", "--head", "--block", "--disable-usage-stats",

@@ -7,10 +7,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from flightline import airflow_server, database, mlflow_server, serve_server
+from flightline.platform import airflow_server, database, mlflow_server, serve_server
 
 if TYPE_CHECKING:
-    from flightline.config import Settings
+    from flightline.platform.config import Settings
 
 
 @dataclass(frozen=True)

@@ -11,7 +11,7 @@ from __future__ import annotations
 import hashlib
 from dataclasses import dataclass
 
-from flightline.errors import FlightlineConfigError
+from flightline.platform.errors import FlightlineConfigError
 
 
 @dataclass(frozen=True)

@@ -24,8 +24,8 @@ if TYPE_CHECKING:
     import numpy.typing as npt
     from tokenizers import Tokenizer
 
-    from flightline.config import Settings
-    from flightline.schemas_rag import EmbeddingRequest, EmbeddingResponse
+    from flightline.platform.config import Settings
+    from flightline.rag.schemas import EmbeddingRequest, EmbeddingResponse
 
 logger = logging.getLogger(__name__)
 
@@ -284,7 +284,7 @@ def _quantize_int8(source: Path, target: Path) -> None:
 def _check_against_torch(onnx_file: Path, backend: Backend, settings: Settings) -> None:
     import numpy as np
 
-    from flightline.errors import FlightlineConfigError
+    from flightline.platform.errors import FlightlineConfigError
 
     reference = TorchEmbedder(threads=settings.embedding_threads).embed(_EXPORT_CHECK_TEXTS)
     candidate = OnnxEmbedder(onnx_file, backend=backend, threads=settings.embedding_threads).embed(_EXPORT_CHECK_TEXTS)
@@ -313,7 +313,7 @@ _shared_lock = threading.Lock()
 
 def get_embedder(settings: Settings | None = None) -> Embedder:
     """The process-wide embedder for the configured backend (loaded once: ~1 s for ONNX)."""
-    from flightline.config import get_settings
+    from flightline.platform.config import get_settings
 
     settings = settings or get_settings()
     key = (str(settings.home), settings.embedding_backend, settings.embedding_threads)
@@ -331,8 +331,8 @@ def embed_openai(request: EmbeddingRequest, *, embedder: Embedder | None = None)
     """
     import base64
 
-    from flightline.errors import NotFoundError
-    from flightline.schemas_rag import EmbeddingData, EmbeddingResponse, EmbeddingUsage
+    from flightline.platform.errors import NotFoundError
+    from flightline.rag.schemas import EmbeddingData, EmbeddingResponse, EmbeddingUsage
 
     if request.model not in MODEL_ALIASES:
         raise NotFoundError(f"embedding model {request.model!r} is not served; use {MODEL_NAME!r}")

@@ -18,12 +18,12 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from flightline.errors import DataValidationError, NotFoundError
+from flightline.platform.errors import DataValidationError, NotFoundError
 
 if TYPE_CHECKING:
-    from flightline.config import Settings
-    from flightline.embeddings import Embedder
-    from flightline.schemas_rag import SearchMode
+    from flightline.platform.config import Settings
+    from flightline.rag.embeddings import Embedder
+    from flightline.rag.schemas import SearchMode
 
 MODES: tuple[SearchMode, ...] = ("dense", "lexical", "hybrid")
 _CHUNK_DEPTH = 200  # chunks fetched per query: enough distinct documents for recall@100
@@ -126,8 +126,9 @@ def evaluate(
         NotFoundError: when the collection, queries or labels are missing.
         DataValidationError: when no labelled query has a relevant document in the collection.
     """
-    from flightline import database, retrieval
-    from flightline.embeddings import get_embedder
+    from flightline.platform import database
+    from flightline.rag import retrieval
+    from flightline.rag.embeddings import get_embedder
 
     dataset_dir = dataset_dir or settings.shared_data_dir / "scifact"
     qrels = load_qrels(dataset_dir / "qrels" / f"{split}.tsv")
@@ -203,7 +204,7 @@ def log_to_mlflow(
     """Record one run (ingestion and/or evaluation) on the MLflow server; returns its run id."""
     import mlflow
 
-    from flightline import registry
+    from flightline.models import registry
 
     registry.client(settings)
     mlflow.set_experiment(experiment)

@@ -19,17 +19,17 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from flightline.errors import NotFoundError
-from flightline.ingestion import TEXT_SEARCH_CONFIG
+from flightline.platform.errors import NotFoundError
+from flightline.rag.ingestion import TEXT_SEARCH_CONFIG
 
 if TYPE_CHECKING:
     import numpy as np
     import numpy.typing as npt
     import psycopg
 
-    from flightline.config import Settings
-    from flightline.embeddings import Embedder
-    from flightline.schemas_rag import FilterScalar, SearchMode, SearchRequest, SearchResponse
+    from flightline.platform.config import Settings
+    from flightline.rag.embeddings import Embedder
+    from flightline.rag.schemas import FilterScalar, SearchMode, SearchRequest, SearchResponse
 
 
 @dataclass(frozen=True)
@@ -249,9 +249,9 @@ def search(
         NotFoundError: when the collection does not exist.
         FlightlineConfigError: when the collection was embedded with another model than ours.
     """
-    from flightline import database
-    from flightline.config import get_settings
-    from flightline.embeddings import get_embedder
+    from flightline.platform import database
+    from flightline.platform.config import get_settings
+    from flightline.rag.embeddings import get_embedder
 
     settings = settings or get_settings()
     if conn is None:
@@ -275,7 +275,7 @@ def search(
 
 
 def _check_model(info: CollectionInfo, embedder: Embedder) -> None:
-    from flightline.errors import FlightlineConfigError
+    from flightline.platform.errors import FlightlineConfigError
 
     if info.embedding_model != embedder.model_name:
         raise FlightlineConfigError(
@@ -285,7 +285,7 @@ def _check_model(info: CollectionInfo, embedder: Embedder) -> None:
 
 
 def _response(conn: psycopg.Connection, collection: str, mode: SearchMode, hits: Sequence[Hit]) -> SearchResponse:
-    from flightline.schemas_rag import SearchResponse, SearchResult
+    from flightline.rag.schemas import SearchResponse, SearchResult
 
     rows = {
         row[0]: row

@@ -23,7 +23,7 @@ def check_collection_name(name: str) -> None:
     """
     import re
 
-    from flightline.errors import FlightlineConfigError
+    from flightline.platform.errors import FlightlineConfigError
 
     if not re.fullmatch(COLLECTION_PATTERN, name):
         raise FlightlineConfigError(

@@ -1,7 +1,7 @@
 """Batch inference: score one day of scheduled flights with the registered champion, in Spark.
 
 Features are the training path's own: Feast's point-in-time join of the feature service at each flight's
-prediction time (:func:`flightline.feature_store.historical_features`), so batch, online and training
+prediction time (:func:`flightline.features.store.historical_features`), so batch, online and training
 read one definition. Spark applies the model with ``mlflow.pyfunc.spark_udf`` (the version the alias
 names when the run starts, pinned for the whole day). Results replace that day's rows in
 ``serving.batch_predictions`` in one transaction, and ``serving.batch_prediction_freshness`` records
@@ -14,13 +14,13 @@ import datetime as dt
 import logging
 from typing import TYPE_CHECKING, Any
 
-from flightline import features as F
-from flightline.errors import FlightlineConfigError
+from flightline.features import definitions as F
+from flightline.platform.errors import FlightlineConfigError
 
 if TYPE_CHECKING:
     import pandas as pd
 
-    from flightline.config import Settings
+    from flightline.platform.config import Settings
 
 log = logging.getLogger(__name__)
 
@@ -82,10 +82,12 @@ def score_day(settings: Settings, day: dt.date, *, alias: str = "champion") -> d
     """
     import mlflow
 
-    from flightline import feature_store, registry, serving
-    from flightline.database import connect
-    from flightline.errors import FlightlineError, NotFoundError
-    from flightline.spark_features import spark_session
+    from flightline.features import store as feature_store
+    from flightline.features.spark import spark_session
+    from flightline.models import registry
+    from flightline.models.servable import not_probabilities
+    from flightline.platform.database import connect
+    from flightline.platform.errors import FlightlineError, NotFoundError
 
     version = registry.alias_version(settings, alias)
     if version is None:
@@ -105,7 +107,7 @@ def score_day(settings: Settings, day: dt.date, *, alias: str = "champion") -> d
         )
         # pyspark's annotation of toPandas() does not resolve for mypy (it reads as an unknown type): name it
         scored: pd.DataFrame = sdf.select(*columns, udf(*F.FEATURE_NAMES).alias("delay_probability")).toPandas()
-        if wrong := serving.not_probabilities(scored["delay_probability"].tolist(), len(frame)):
+        if wrong := not_probabilities(scored["delay_probability"].tolist(), len(frame)):
             raise FlightlineError(f"{alias} v{version.version} {wrong}; the day's predictions are left as they were")
         rows = [
             (day, str(r.flight_id), r.carrier_code, r.origin_airport_code, r.dest_airport_code,

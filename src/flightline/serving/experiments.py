@@ -24,11 +24,12 @@ import math
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from flightline.errors import NotFoundError
-from flightline.serving import CHALLENGER, CHAMPION, current_policy, ensure_tables, experiment_policies
+from flightline.platform.errors import NotFoundError
+from flightline.serving.policy import CHALLENGER, CHAMPION, current_policy, experiment_policies
+from flightline.serving.tables import ensure_tables
 
 if TYPE_CHECKING:
-    from flightline.config import Settings
+    from flightline.platform.config import Settings
 
 MIN_OUTCOMES = 30
 """Known outcomes an arm (or the shadow pairs) needs before a verdict is given."""
@@ -178,7 +179,7 @@ def _compare(difference: dict[str, Estimate], *, enough: bool) -> dict[str, Any]
 
 def experiment_report(settings: Settings, experiment: str | None = None) -> dict[str, Any]:
     """The report for ``experiment`` (default: the current policy's); NotFoundError for an unknown name."""
-    from flightline.database import connect
+    from flightline.platform.database import connect
 
     ensure_tables(settings)
     experiment = experiment or current_policy(settings).experiment

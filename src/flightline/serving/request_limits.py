@@ -11,7 +11,7 @@ import math
 from collections.abc import Awaitable, Callable, MutableMapping
 from typing import Any
 
-from flightline.schemas_rag import MAX_EMBEDDING_INPUT_CHARS, MAX_EMBEDDING_INPUTS
+from flightline.rag.schemas import MAX_EMBEDDING_INPUT_CHARS, MAX_EMBEDDING_INPUTS
 
 Scope = MutableMapping[str, Any]
 Message = MutableMapping[str, Any]

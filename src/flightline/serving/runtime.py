@@ -18,17 +18,24 @@ import contextlib
 import datetime as dt
 import logging
 import threading
-import time
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any
 
-from flightline import serving
-from flightline.errors import FlightlineConfigError
+from flightline.models.servable import is_booster
+from flightline.platform.errors import FlightlineConfigError
+from flightline.serving.batcher import RequestBatcher
+from flightline.serving.breaker import CircuitBreaker
+from flightline.serving.guard import roll_back_async, rollback_reason
+from flightline.serving.model_loader import AliasedModel
+from flightline.serving.policy import CHALLENGER, CHAMPION, DEFAULT_POLICY, read_policy_async
+from flightline.serving.prediction_log import PredictionLogger
+from flightline.serving.router import Router, Scorer
+from flightline.serving.tables import ensure_tables
 
 if TYPE_CHECKING:
-    from flightline.config import Settings
-    from flightline.online_features import OnlineFeatureReader, ServedFeatures
-    from flightline.schemas_serving import FlightIn, PredictionOut
+    from flightline.features.online import OnlineFeatureReader, ServedFeatures
+    from flightline.platform.config import Settings
+    from flightline.serving.schemas import FlightIn, PredictionOut
 
 log = logging.getLogger(__name__)
 
@@ -54,24 +61,24 @@ class RouterRuntime:
         self,
         settings: Settings,
         *,
-        remote_scorers: dict[str, serving.Scorer] | None = None,
+        remote_scorers: dict[str, Scorer] | None = None,
         remote_versions: dict[str, Callable[[], Awaitable[str | None]]] | None = None,
     ) -> None:
         """``remote_scorers``: alias -> scorer of a model served elsewhere; None loads both aliases here.
         ``remote_versions``: alias -> the version that model serves now, asked at each poll."""
-        serving.ensure_tables(settings)
+        ensure_tables(settings)
         self._remote_versions = remote_versions or {}
         self._remote_seen: dict[str, str] = {}
         self._versions_asked: asyncio.Task[None] | None = None
         self.settings = settings
-        self.models: dict[str, serving.AliasedModel] = {}
+        self.models: dict[str, AliasedModel] = {}
         self._followers: list[threading.Thread] = []
         if remote_scorers is None:
-            for alias in (serving.CHAMPION, serving.CHALLENGER):
-                self.models[alias] = serving.AliasedModel(settings, alias)
+            for alias in (CHAMPION, CHALLENGER):
+                self.models[alias] = AliasedModel(settings, alias)
                 self.models[alias].refresh()
-        self.logger = serving.PredictionLogger(settings)
-        self.policy = serving.DEFAULT_POLICY
+        self.logger = PredictionLogger(settings)
+        self.policy = DEFAULT_POLICY
         self.reader: OnlineFeatureReader | None = None
         self.reader_error: str | None = "not loaded yet"
         self._pool: Any = None
@@ -80,7 +87,7 @@ class RouterRuntime:
         self.policy_error: str | None = None  # why the last read failed (the policy read before still applies)
         self._start: asyncio.Future[None] | None = None
         self._poller: asyncio.Task[None] | None = None
-        self.router = serving.Router(
+        self.router = Router(
             settings,
             scorers={**(remote_scorers or {}), **{name: _local_scorer(m) for name, m in self.models.items()}},
             read_features=self._read_features,
@@ -93,7 +100,7 @@ class RouterRuntime:
             self._followers.append(model.follow(settings.serve_model_poll_s, on_swap=self.router.breakers[alias].reset))
         self.batcher = RequestBatcher(self._predict_received, max_batch=settings.serve_max_batch)
         # while the store hangs, every batch would wait out the read timeout, one batch at a time
-        self.store_breaker = serving.CircuitBreaker(
+        self.store_breaker = CircuitBreaker(
             "online_store", failures=settings.serve_breaker_failures, reset_after_s=settings.serve_breaker_reset_s
         )
 
@@ -162,7 +169,7 @@ class RouterRuntime:
             await self._poll_once()
 
     async def _poll_once(self) -> None:
-        from flightline.online_features import OnlineFeatureReader
+        from flightline.features.online import OnlineFeatureReader
 
         if self.reader is None:
             try:
@@ -217,12 +224,12 @@ class RouterRuntime:
             self._policy_conn = await psycopg.AsyncConnection.connect(
                 self.settings.postgres_dsn(self.settings.warehouse_db), autocommit=True, connect_timeout=5
             )
-        self.policy = await serving.read_policy_async(self._policy_conn)
-        reason = serving.rollback_reason(self.policy, self.router.tally)
+        self.policy = await read_policy_async(self._policy_conn)
+        reason = rollback_reason(self.policy, self.router.tally)
         if reason is not None:
-            if await serving.roll_back_async(self._policy_conn, self.policy, reason):
+            if await roll_back_async(self._policy_conn, self.policy, reason):
                 log.warning("rolled back to the champion: %s", reason)
-            self.policy = await serving.read_policy_async(self._policy_conn)
+            self.policy = await read_policy_async(self._policy_conn)
 
     async def _read_features(self, requests: list[Any]) -> list[ServedFeatures]:
         if self.reader is None:
@@ -274,88 +281,13 @@ class RouterRuntime:
         return None
 
 
-class RequestBatcher:
-    """Scores concurrent single requests as batches, one batch at a time (as Ray Serve's ``@serve.batch``).
-
-    There is no waiting window: a request that finds the batcher idle is scored at once (alone, or with
-    those that arrived in the same event-loop turn), so batching adds no latency at low load. Requests
-    that arrive while a batch is scored form the next one, up to ``max_batch``. A batch that raises is
-    scored again one request at a time, so one request's error is never another's. A request whose
-    caller gave up is still scored if its batch had started (and then logged like any other).
-    """
-
-    def __init__(
-        self,
-        score: Callable[[list[Any], list[float]], Awaitable[list[Any]]],
-        *,
-        max_batch: int,
-    ) -> None:
-        """``score(items, received_at)`` returns one result per item; ``received_at`` is perf_counter time."""
-        self._score = score
-        self._max_batch = max_batch
-        self._waiting: list[tuple[Any, float, asyncio.Future[Any]]] = []
-        self._runner: asyncio.Task[None] | None = None
-        self.batches = 0
-        self.largest_batch = 0
-
-    async def submit(self, item: Any) -> Any:
-        future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
-        self._waiting.append((item, time.perf_counter(), future))
-        if self._runner is None:
-            self._runner = asyncio.create_task(self._run())
-        return await future
-
-    async def _run(self) -> None:
-        try:
-            await asyncio.sleep(0)  # let requests already read in this loop turn join the first batch
-            while self._waiting:
-                batch = [w for w in self._waiting[: self._max_batch] if not w[2].done()]
-                del self._waiting[: self._max_batch]
-                if batch:
-                    await self._score_batch(batch)
-        finally:
-            self._runner = None
-            for _, _, future in self._waiting:  # only left behind when this task was cancelled
-                future.cancel()
-            self._waiting.clear()
-
-    async def _score_batch(self, batch: list[tuple[Any, float, asyncio.Future[Any]]]) -> None:
-        self.batches += 1
-        self.largest_batch = max(self.largest_batch, len(batch))
-        error: Exception | None
-        try:
-            results = await self._score([item for item, _, _ in batch], [at for _, at, _ in batch])
-        except asyncio.CancelledError:
-            for _, _, future in batch:
-                future.cancel()
-            raise
-        except Exception as exc:  # noqa: BLE001 - handed to the requests that own it
-            if len(batch) > 1:
-                for one in batch:
-                    await self._score_batch([one])
-                return
-            results, error = [None], exc
-        else:
-            error = None
-        for (_, _, future), result in zip(batch, results, strict=True):
-            if future.done():
-                continue
-            if error is None:
-                future.set_result(result)
-            else:
-                future.set_exception(error)
-
-    def as_dict(self) -> dict[str, Any]:
-        return {"batches": self.batches, "largest_batch": self.largest_batch, "max_batch": self._max_batch}
-
-
-def _local_scorer(model: serving.AliasedModel) -> serving.Scorer:
+def _local_scorer(model: AliasedModel) -> Scorer:
     """A LightGBM booster scores on the event loop (bounded C work, ~50 us for a batch: a thread hop and the
     GIL handoffs around it cost more); any other pyfunc in a thread, so the router's timeout can fire."""
 
     async def score(rows: list[list[float]]) -> tuple[list[float], str]:
         loaded = model.loaded()  # pinned: an alias swapped to a slow pyfunc meanwhile must not run on the loop
-        if serving.is_booster(loaded[0]):
+        if is_booster(loaded[0]):
             return model.predict(rows, loaded)
         return await asyncio.to_thread(model.predict, rows, loaded)
 

@@ -7,8 +7,8 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator
 
-from flightline.errors import FlightlineError
-from flightline.features import FlightRequest, prediction_time
+from flightline.features.definitions import FlightRequest, prediction_time
+from flightline.platform.errors import FlightlineError
 
 Variant = Literal["champion", "challenger", "fallback"]
 PolicyMode = Literal["champion", "canary", "ab"]
