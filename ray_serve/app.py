@@ -58,8 +58,8 @@ class AppArgs(BaseModel):
     rag: bool = Field(default=True, description="compose RetrievalService for /v1/embeddings and /v1/rag/search")
     colocate_models: bool = Field(
         default=True,
-        description="load champion and challenger inside the router (one Ray hop less per request; see the "
-        "README's serving benchmark) instead of calling the champion/challenger deployments",
+        description="load champion and challenger inside the router (one Ray hop less per request; see "
+        "docs/benchmarks.md) instead of calling the champion/challenger deployments",
     )
     rag_args: dict[str, Any] = Field(default_factory=dict, description="RetrievalServiceArgs")
 

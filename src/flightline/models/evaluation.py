@@ -95,7 +95,7 @@ def prediction_latency(
 
 @dataclass(frozen=True)
 class PromotionRule:
-    """When a challenger replaces the champion. Defaults were chosen on 2013 data (see README)."""
+    """When a challenger replaces the champion: thresholds as data, each check recorded with its result."""
 
     min_auc: float = 0.65
     """Absolute floor: a model below it is never champion, even the first one."""

