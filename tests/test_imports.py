@@ -10,7 +10,7 @@ import pytest
 from flightline.platform.config import PROJECT_DIR
 
 HEAVY = ("torch", "feast", "great_expectations", "mlflow", "ray", "pyspark", "lightgbm", "dbt", "sentence_transformers",
-         "deltalake", "pandas", "sklearn", "onnxruntime")
+         "deltalake", "pandas", "sklearn", "onnxruntime", "transformers", "gguf", "vllm")
 
 
 def _loaded_heavy_modules(code: str) -> list[str]:
@@ -23,7 +23,9 @@ def _loaded_heavy_modules(code: str) -> list[str]:
     return [name for name in marked.removeprefix("HEAVY:").split(",") if name]
 
 
-@pytest.mark.parametrize("module", ["flightline", "flightline.platform.config", "flightline.cli", "flightline.platform.stack"])
+@pytest.mark.parametrize(
+    "module", ["flightline", "flightline.platform.config", "flightline.cli", "flightline.platform.stack"]
+)
 def test_flightline_modules_import_no_heavy_library(module: str) -> None:
     assert _loaded_heavy_modules(f"import {module}") == []
 

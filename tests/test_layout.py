@@ -102,8 +102,10 @@ def test_no_subpackage_imports_another_in_a_circle() -> None:
     packages = subpackage_graph(GRAPH)
     cycle = find_cycle(packages)
     if cycle:
-        arrows = [f"{a} -> {b}: {sorted(m for m in GRAPH if subpackage(m) == a and any(subpackage(t) == b for t in GRAPH[m]))}"
-                  for a, b in zip(cycle, cycle[1:], strict=False)]
+        def importers(a: str, b: str) -> list[str]:
+            return sorted(m for m in GRAPH if subpackage(m) == a and any(subpackage(t) == b for t in GRAPH[m]))
+
+        arrows = [f"{a} -> {b}: {importers(a, b)}" for a, b in zip(cycle, cycle[1:], strict=False)]
         pytest.fail("subpackage cycle " + " -> ".join(cycle) + "\n" + "\n".join(arrows))
 
 

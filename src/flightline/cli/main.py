@@ -9,6 +9,7 @@ import time
 
 import typer
 
+from flightline.cli.llm import llm_app
 from flightline.cli.models import models_app
 from flightline.cli.rag import rag_app
 from flightline.cli.serve import serve_app
@@ -20,6 +21,7 @@ app = typer.Typer(help="flightline: an ML platform on DAGs.", no_args_is_help=Tr
 app.add_typer(rag_app, name="rag")
 app.add_typer(serve_app, name="serve")
 app.add_typer(models_app, name="models")
+app.add_typer(llm_app, name="llm")
 
 
 @app.command()

@@ -13,8 +13,8 @@ the two and ``tests/serving`` checks that they return the same values.
 
 Request-time features are computed by :func:`flightline.features.definitions.request_features`, the function the
 Feast on-demand view runs in training (here memoized per departure:
-:func:`~flightline.features.definitions.departure_clocks`). A value the store lacks, or one older than its view's ttl at the
-flight's prediction time, becomes an explicit fallback (NaN: the model's missing-value branch, exactly
+:func:`~flightline.features.definitions.departure_clocks`). A value the store lacks, or one older than its
+view's ttl at the flight's prediction time, becomes an explicit fallback (NaN: the model's missing-value branch, exactly
 what the point-in-time join gives training for such a row) and is reported as missing or stale.
 """
 

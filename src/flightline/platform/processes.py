@@ -13,12 +13,26 @@ import signal
 import socket
 import subprocess
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 
 from flightline.platform.errors import PortInUseError, ServiceError
 
 log = logging.getLogger(__name__)
+
+
+@contextlib.contextmanager
+def exclusive_file_lock(path: Path) -> Iterator[None]:
+    """Hold an exclusive lock on ``path`` (created if missing): processes that build the same files (an
+    exported graph, a converted model) wait, and the first one's result is what the others find."""
+    import fcntl
+
+    with open(path, "w") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
 
 
 def port_is_open(host: str, port: int, *, timeout: float = 0.5) -> bool:

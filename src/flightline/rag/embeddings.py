@@ -19,6 +19,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Literal, Protocol
 
+from flightline.platform.processes import exclusive_file_lock
+
 if TYPE_CHECKING:
     import numpy as np
     import numpy.typing as npt
@@ -200,7 +202,7 @@ def ensure_onnx_model(settings: Settings, backend: Backend) -> Path:
     if target.exists():
         return target
     cache.mkdir(parents=True, exist_ok=True)
-    with _export_lock(cache):
+    with exclusive_file_lock(cache / ".export.lock"):
         if target.exists():  # another process exported while we waited
             return target
         started = time.perf_counter()
@@ -211,25 +213,6 @@ def ensure_onnx_model(settings: Settings, backend: Backend) -> Path:
         _check_against_torch(target, backend, settings)
         logger.info("exported %s to %s in %.1f s", backend, target, time.perf_counter() - started)
     return target
-
-
-class _export_lock:
-    """An exclusive file lock, so that concurrent workers export the graph once."""
-
-    def __init__(self, directory: Path) -> None:
-        self._path = directory / ".export.lock"
-
-    def __enter__(self) -> None:
-        import fcntl
-
-        self._handle = open(self._path, "w")
-        fcntl.flock(self._handle, fcntl.LOCK_EX)
-
-    def __exit__(self, *exc: object) -> None:
-        import fcntl
-
-        fcntl.flock(self._handle, fcntl.LOCK_UN)
-        self._handle.close()
 
 
 def _export_fp32(target: Path) -> None:

@@ -199,8 +199,8 @@ class AliasedModel:
         return current
 
     def predict(self, rows: list[list[float]], loaded: tuple[Any, str] | None = None) -> tuple[list[float], str]:
-        """Delay probabilities for model rows (columns of flightline.features.definitions.FEATURE_NAMES), from ``loaded``
-        (pinned by the caller) or the version loaded now."""
+        """Delay probabilities for model rows (columns of flightline.features.definitions.FEATURE_NAMES), from
+        ``loaded`` (pinned by the caller) or the version loaded now."""
         model, version = loaded or self.loaded()
         probabilities = predict_rows(model, rows)
         with self._count_lock:  # colocated models score in worker threads
